@@ -1,0 +1,99 @@
+"""Strict parsing of the IDX format MNIST is published in.
+
+IDX header: two zero bytes, a dtype byte, a dimension-count byte, then one big-endian uint32 per
+dimension, then the payload in row-major order. Every deviation is rejected with an error that names
+the file, so a corrupt download can never turn into silently wrong training data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from mnist_pipeline.errors import PipelineError
+
+# IDX dtype byte -> (numpy big-endian dtype, readable name)
+IDX_DTYPES: dict[int, tuple[str, str]] = {
+    0x08: (">u1", "unsigned byte"),
+    0x09: (">i1", "signed byte"),
+    0x0B: (">i2", "short"),
+    0x0C: (">i4", "int"),
+    0x0D: (">f4", "float"),
+    0x0E: (">f8", "double"),
+}
+UBYTE = 0x08
+NUM_CLASSES = 10
+
+
+class IDXFormatError(PipelineError, ValueError):
+    """An IDX file is malformed or is not what MNIST promises."""
+
+
+def read_payload(path: Path) -> bytes:
+    """The IDX bytes of a file, gunzipped if it is gzip-compressed (detected by magic, not by name)."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise IDXFormatError(f"{Path(path).name}: corrupt gzip stream ({exc})") from exc
+    return raw
+
+
+def parse_idx(data: bytes, name: str, *, dtype_byte: int = UBYTE, ndim: int | None = None) -> np.ndarray:
+    """Parse IDX bytes into an array, checking the header against the payload exactly."""
+    if len(data) < 4:
+        raise IDXFormatError(f"{name}: {len(data)} bytes is too short for an IDX header (4 bytes)")
+    zero0, zero1, code, dims = data[0], data[1], data[2], data[3]
+    if zero0 != 0 or zero1 != 0:
+        raise IDXFormatError(f"{name}: bad magic number 0x{data[:4].hex()}: IDX files start with two zero bytes")
+    if code not in IDX_DTYPES:
+        raise IDXFormatError(f"{name}: unknown IDX dtype byte 0x{code:02x}")
+    if code != dtype_byte:
+        raise IDXFormatError(
+            f"{name}: dtype byte 0x{code:02x} ({IDX_DTYPES[code][1]}), "
+            f"expected 0x{dtype_byte:02x} ({IDX_DTYPES[dtype_byte][1]})"
+        )
+    if dims == 0 or (ndim is not None and dims != ndim):
+        raise IDXFormatError(f"{name}: {dims} dimensions, expected {ndim if ndim is not None else 'at least 1'}")
+    header_len = 4 + 4 * dims
+    if len(data) < header_len:
+        raise IDXFormatError(f"{name}: truncated header: {dims} dimensions need {header_len} bytes, file has {len(data)}")
+    shape = struct.unpack(f">{dims}I", data[4:header_len])
+    np_dtype = np.dtype(IDX_DTYPES[code][0])
+    expected = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
+    actual = len(data) - header_len
+    if actual != expected:
+        problem = "truncated" if actual < expected else "oversized"
+        dims_text = "x".join(str(s) for s in shape)
+        raise IDXFormatError(
+            f"{name}: {problem}: header declares {dims_text} = {expected} payload bytes, file has {actual}"
+        )
+    return np.frombuffer(data, dtype=np_dtype, offset=header_len).reshape(shape).astype(np_dtype.newbyteorder("="))
+
+
+def parse_images(data: bytes, name: str) -> np.ndarray:
+    """MNIST images: unsigned bytes, shape (n, rows, cols)."""
+    return parse_idx(data, name, dtype_byte=UBYTE, ndim=3)
+
+
+def parse_labels(data: bytes, name: str) -> np.ndarray:
+    """MNIST labels: unsigned bytes, shape (n,), every value a digit 0..9."""
+    labels = parse_idx(data, name, dtype_byte=UBYTE, ndim=1)
+    bad = np.flatnonzero(labels >= NUM_CLASSES)
+    if bad.size:
+        raise IDXFormatError(
+            f"{name}: label {int(labels[bad[0]])} at index {int(bad[0])} is not a digit 0..9 "
+            f"({bad.size} such labels)"
+        )
+    return labels
+
+
+def check_pair(images: np.ndarray, labels: np.ndarray, images_name: str, labels_name: str) -> None:
+    if len(images) != len(labels):
+        raise IDXFormatError(
+            f"{images_name} holds {len(images)} images but {labels_name} holds {len(labels)} labels"
+        )

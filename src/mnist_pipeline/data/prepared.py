@@ -1,0 +1,86 @@
+"""The prepared dataset on disk: one .npz per split plus dataset.json, written all-or-nothing.
+
+Layout of the prepared directory:
+    train.npz, val.npz, test.npz   x: float32 (n, 28, 28, 1) in [0, 1]; y: uint8 (n,)
+    dataset.json                   counts per split and class, payload hashes, sources, settings
+    samples.png                    4x4 grid of training digits with their labels
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mnist_pipeline.errors import PipelineError
+
+SPLITS = ("train", "val", "test")
+METADATA = "dataset.json"
+NORMALIZATIONS = ("scale", "l2")
+
+
+def normalize(images: np.ndarray, method: str) -> np.ndarray:
+    """uint8 (n, 28, 28) -> float32 (n, 28, 28, 1) in [0, 1].
+
+    "scale" divides by 255. "l2" reproduces the small-MLP notebook's `keras.utils.normalize(x, axis=1)`:
+    each image's columns (axis 1 of (n, rows, cols)) scaled to unit L2 norm.
+    """
+    x = images.astype(np.float32)
+    if method == "scale":
+        x /= 255.0
+    elif method == "l2":
+        norm = np.sqrt(np.sum(x * x, axis=1, keepdims=True))
+        x /= np.where(norm == 0, 1.0, norm)
+    else:
+        raise ValueError(f"unknown normalization {method!r}; choose one of {NORMALIZATIONS}")
+    return x[..., np.newaxis]
+
+
+def class_counts(labels: np.ndarray, num_classes: int = 10) -> list[int]:
+    return np.bincount(labels, minlength=num_classes).tolist()
+
+
+def write_prepared(
+    out_dir: Path,
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    metadata: dict,
+    extra: Callable[[Path], None] | None = None,
+) -> None:
+    """Write every split, dataset.json and `extra(tmp_dir)`'s files; `out_dir` appears only when all succeeded."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        for name, (x, y) in splits.items():
+            np.savez(tmp / f"{name}.npz", x=x, y=y)
+        (tmp / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+        if extra is not None:
+            extra(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output is an ordinary folder
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def load_split(prepared_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of one split; a clear error if the stage that writes it has not run."""
+    path = Path(prepared_dir) / f"{split}.npz"
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: run the prepare stage first (dvc repro prepare)")
+    with np.load(path, allow_pickle=False) as data:
+        return data["x"], data["y"]
+
+
+def load_metadata(prepared_dir: Path) -> dict:
+    path = Path(prepared_dir) / METADATA
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: run the prepare stage first (dvc repro prepare)")
+    return json.loads(path.read_text())

@@ -1,0 +1,97 @@
+"""The `prepare` stage: fetch and verify MNIST, scale it, split off validation, write data/prepared/.
+
+    python -m mnist_pipeline.prepare [data.val_fraction=0.2] [data.limit=2000] [data.normalization=l2]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from mnist_pipeline import plots, validate
+from mnist_pipeline.data.fetch import FetchSettings, fetch_file
+from mnist_pipeline.data.idx import check_pair, parse_images, parse_labels, read_payload
+from mnist_pipeline.data.prepared import NORMALIZATIONS, class_counts, normalize, write_prepared
+from mnist_pipeline.data.split import stratified_split
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.stage import hydra_stage
+
+log = logging.getLogger(__name__)
+
+FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def check_settings(cfg: DictConfig) -> None:
+    validate.number(cfg, "data.val_fraction", above=0.0, below=1.0)
+    validate.integer(cfg, "data.split_seed", minimum=0)
+    validate.integer(cfg, "data.limit", minimum=0)
+    validate.choice(cfg, "data.normalization", NORMALIZATIONS)
+    validate.number(cfg, "data.download.timeout", above=0.0)
+    validate.integer(cfg, "data.download.retries", minimum=1)
+    validate.number(cfg, "data.download.backoff", at_least=0.0)
+
+
+def mirror_list(data: DictConfig) -> list[str]:
+    """The environment's mirror (if its variable is set) first, then the configured public mirrors."""
+    env_mirror = os.environ.get(data.mirror_env, "").strip() if data.mirror_env else ""
+    return ([env_mirror] if env_mirror else []) + list(data.mirrors)
+
+
+def prepare(cfg: DictConfig) -> dict:
+    check_settings(cfg)
+    data = cfg.data
+    raw_dir = Path(data.raw_dir)
+    settings = FetchSettings(timeout=data.download.timeout, retries=data.download.retries, backoff=data.download.backoff)
+    mirrors = mirror_list(data)
+
+    arrays, files_meta = {}, {}
+    for key in FILE_KEYS:
+        spec = data.files[key]
+        fetched = fetch_file(spec.name, spec.sha256, raw_dir, mirrors, settings)
+        parse = parse_images if key.endswith("images") else parse_labels
+        arrays[key] = parse(read_payload(fetched.path), spec.name)
+        files_meta[key] = {"file": spec.name, "payload_sha256": spec.sha256, "source": fetched.source}
+    for part in ("train", "test"):
+        check_pair(arrays[f"{part}_images"], arrays[f"{part}_labels"],
+                   data.files[f"{part}_images"].name, data.files[f"{part}_labels"].name)
+
+    limit = data.limit or None  # 0: every image
+    x_pool, y_pool = arrays["train_images"][:limit], arrays["train_labels"][:limit]
+    x_test, y_test = arrays["test_images"][:limit], arrays["test_labels"][:limit]
+    try:
+        train_idx, val_idx = stratified_split(y_pool, data.val_fraction, data.split_seed)
+    except ValueError as exc:
+        raise ConfigError(f"data.val_fraction / data.limit: {exc}") from exc
+
+    splits = {
+        "train": (normalize(x_pool[train_idx], data.normalization), y_pool[train_idx]),
+        "val": (normalize(x_pool[val_idx], data.normalization), y_pool[val_idx]),
+        "test": (normalize(x_test, data.normalization), y_test),
+    }
+    metadata = {
+        "dataset": "mnist",
+        "image_shape": list(splits["train"][0].shape[1:]),
+        "dtype": "float32",
+        "settings": {key: data[key] for key in ("val_fraction", "split_seed", "limit", "normalization")},
+        "counts": {name: len(y) for name, (_, y) in splits.items()},
+        "class_counts": {name: class_counts(y) for name, (_, y) in splits.items()},
+        "files": files_meta,
+    }
+
+    def sample_grid(directory: Path) -> None:
+        x, y = splits["train"]
+        plots.digit_grid(x[:16], [f"label {int(v)}" for v in y[:16]], directory / "samples.png")
+
+    write_prepared(Path(data.prepared_dir), splits, metadata, extra=sample_grid)
+    log.info("prepared %s in %s", metadata["counts"], data.prepared_dir)
+    return metadata
+
+
+main = hydra_stage("prepare")(prepare)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The common entry point of the pipeline's Hydra apps."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from mnist_pipeline.errors import PipelineError
+
+# conf/ lives at the top of the repository (the package is installed in editable mode from it).
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+log = logging.getLogger(__name__)
+
+
+def hydra_stage(config_name: str) -> Callable[[Callable[[DictConfig], None]], Callable[[], None]]:
+    """Turn `fn(cfg)` into a Hydra app reading conf/<config_name>.yaml.
+
+    Expected failures (PipelineError: bad settings, corrupt or missing data) end the process with exit
+    code 1 and a single line naming the problem instead of a traceback.
+    """
+
+    def decorate(fn: Callable[[DictConfig], None]) -> Callable[[], None]:
+        @functools.wraps(fn)
+        def task(cfg: DictConfig) -> None:
+            try:
+                fn(cfg)
+            except PipelineError as exc:
+                log.error("%s", exc)
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
+
+        return hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(task)
+
+    return decorate

@@ -1,0 +1,47 @@
+"""Shared fixtures: synthetic IDX files, the real MNIST mirror, and the --run-slow switch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow (CI always does)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow") or os.environ.get("CI", "").lower() == "true":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def mnist_mirror() -> Path:
+    """A folder holding the four real MNIST files: $MNIST_MIRROR, else the repo's data/raw.
+
+    Missing data skips these tests on a developer machine but fails them in CI, where it must be present.
+    """
+    candidates = [os.environ.get("MNIST_MIRROR", ""), str(REPO / "data" / "raw")]
+    for candidate in filter(None, candidates):
+        folder = Path(candidate).expanduser().resolve()
+        if all((folder / name).is_file() for name in MNIST_FILES):
+            return folder
+    message = "real MNIST not found: set MNIST_MIRROR to a folder with the four .gz files"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
