@@ -45,3 +45,18 @@ def mnist_mirror() -> Path:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def small_prepared(tmp_path_factory, mnist_mirror) -> Path:
+    """data/prepared-like folder from the first 2,000 real MNIST training and test images (1,800/200/2,000)."""
+    from tests.helpers import run_module
+
+    tmp = tmp_path_factory.mktemp("small")
+    result = run_module(
+        "mnist_pipeline.prepare", f"data.raw_dir={tmp / 'raw'}", f"data.prepared_dir={tmp / 'prepared'}",
+        f"hydra.run.dir={tmp / 'hydra'}", "data.limit=2000", "data.mirrors=[]",
+        env={"MNIST_MIRROR": str(mnist_mirror)},
+    )
+    assert result.returncode == 0, result.stderr
+    return tmp / "prepared"

@@ -7,3 +7,7 @@ class PipelineError(Exception):
 
 class ConfigError(PipelineError, ValueError):
     """A setting is missing, of the wrong type or out of range; the message names the key."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: like KeyboardInterrupt, not an error of the program, so not an Exception."""

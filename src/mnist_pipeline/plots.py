@@ -24,3 +24,22 @@ def digit_grid(images: np.ndarray, titles: Sequence[str], path: Path, rows: int 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def training_curves(history: dict[str, list[float]], path: Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch, training and validation, side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for key, style in ((metric, "-o"), (f"val_{metric}", "--s")):
+            if key in history:
+                ax.plot(range(len(history[key])), history[key], style, label=key, markersize=4)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

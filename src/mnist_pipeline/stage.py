@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, Terminated
 
 # conf/ lives at the top of the repository (the package is installed in editable mode from it).
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -35,6 +35,9 @@ def hydra_stage(config_name: str) -> Callable[[Callable[[DictConfig], None]], Ca
                 log.error("%s", exc)
                 print(f"error: {exc}", file=sys.stderr, flush=True)
                 raise SystemExit(1) from None
+            except Terminated:
+                print("terminated by SIGTERM", file=sys.stderr, flush=True)
+                raise SystemExit(128 + 15) from None
 
         return hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(task)
 

@@ -61,3 +61,10 @@ def choice(cfg: DictConfig, key: str, options: Iterable[str]) -> str:
     if value not in options:
         raise ConfigError(f"{key}: must be one of {', '.join(options)}; got {value!r}")
     return value
+
+
+def boolean(cfg: DictConfig, key: str) -> bool:
+    value = _get(cfg, key)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value

@@ -43,3 +43,41 @@ def test_repro_runs_prepare_once_then_nothing(repo, mnist_mirror):
     assert "Running stage 'prepare'" in third.stdout
     meta = json.loads((repo / "data/prepared/dataset.json").read_text())
     assert meta["counts"] == {"train": 1600, "val": 400, "test": 2000}
+
+
+@pytest.mark.slow
+def test_repro_trains_every_variant_then_nothing(tmp_path, mnist_mirror):
+    """The whole matrix on tiny settings (2,000 images, 1 epoch); editing one variant retrains only it."""
+    from mlflow.tracking import MlflowClient
+
+    repo = copy_repo(tmp_path)
+    set_param(repo, "limit", 2000)
+    set_param(repo, "epochs", 1)
+    env = {"MNIST_MIRROR": str(mnist_mirror)}
+    first = run_dvc(repo, "repro", env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+
+    import yaml
+
+    variants = yaml.safe_load((repo / "params.yaml").read_text())["variants"]
+    assert len(variants) >= 7
+    for variant in variants:
+        assert f"Running stage 'train@{variant}'" in first.stdout
+        assert (repo / "models" / variant / "model.keras").is_file()
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(variants)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert {r.data.tags["dvc.stage"] for r in runs} == {f"train@{v}" for v in variants}
+
+    second = run_dvc(repo, "repro", env=env)
+    assert "Running stage" not in second.stdout and "Data and pipelines are up to date." in second.stdout
+
+    text = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(text.replace(
+        "mlp_32x32+none: {model: mlp_32x32, augment: none, overrides: \"\"}",
+        "mlp_32x32+none: {model: mlp_32x32, augment: none, overrides: \"model.hidden=[64,64]\"}"))
+    third = run_dvc(repo, "repro", env=env)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert [line for line in third.stdout.splitlines() if line.startswith("Running stage")] == [
+        "Running stage 'train@mlp_32x32+none':"]

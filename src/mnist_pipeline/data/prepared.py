@@ -9,14 +9,12 @@ Layout of the prepared directory:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from mnist_pipeline.atomic import atomic_dir
 from mnist_pipeline.errors import PipelineError
 
 SPLITS = ("train", "val", "test")
@@ -51,23 +49,13 @@ def write_prepared(
     metadata: dict,
     extra: Callable[[Path], None] | None = None,
 ) -> None:
-    """Write every split, dataset.json and `extra(tmp_dir)`'s files; `out_dir` appears only when all succeeded."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    """Write every split, dataset.json and `extra(folder)`'s files; `out_dir` appears only when all succeeded."""
+    with atomic_dir(out_dir) as staging:
         for name, (x, y) in splits.items():
-            np.savez(tmp / f"{name}.npz", x=x, y=y)
-        (tmp / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+            np.savez(staging / f"{name}.npz", x=x, y=y)
+        (staging / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
         if extra is not None:
-            extra(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output is an ordinary folder
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+            extra(staging)
 
 
 def load_split(prepared_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,56 @@
+"""The model zoo: short Keras builders, one per family of the notebooks' architectures.
+
+Each conf/model/<name>.yaml names its builder with `_target_` and passes the layer sizes, so one builder
+serves every width/depth variant and adding an architecture means one builder plus one config. Every
+model takes float32 images (n, 28, 28, 1) in [0, 1] and returns 10 softmax probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers
+
+INPUT_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+
+def _input_layers(input_norm: str) -> list[keras.layers.Layer]:
+    """The input, plus the small-MLP notebook's per-column L2 normalization when asked for.
+
+    UnitNormalization(axis=1) computes what that notebook's keras.utils.normalize(x, axis=1) did to the
+    data, but inside the model, so serving and prediction apply it too.
+    """
+    if input_norm not in ("none", "l2"):
+        raise ValueError(f"input_norm must be 'none' or 'l2', got {input_norm!r}")
+    return [keras.Input(INPUT_SHAPE)] + ([layers.UnitNormalization(axis=1)] if input_norm == "l2" else [])
+
+
+def mlp(name: str, hidden: Sequence[int], dropout: float = 0.0, activation: str = "relu",
+        input_norm: str = "none") -> keras.Model:
+    """Flatten -> [Dense(width) -> Dropout]* -> Dense(10): the dense notebooks (3x500, 2x350, small MLPs)."""
+    stack = _input_layers(input_norm) + [layers.Flatten()]
+    for width in hidden:
+        stack.append(layers.Dense(width, activation=activation))
+        if dropout > 0:
+            stack.append(layers.Dropout(dropout))
+    stack.append(layers.Dense(NUM_CLASSES, activation="softmax"))
+    return keras.Sequential(stack, name=name)
+
+
+def convnet(name: str, conv: Sequence[dict], dense: Sequence[int], padding: str = "valid",
+            input_norm: str = "none") -> keras.Model:
+    """[Conv2D (-> MaxPool)]* -> Flatten -> Dense* -> Dense(10): the notebooks' CNNs.
+
+    `conv` lists blocks as {filters, kernel, pool}; pool=true adds a 2x2 max-pool after that conv.
+    """
+    stack = _input_layers(input_norm)
+    for block in conv:
+        stack.append(layers.Conv2D(block["filters"], block["kernel"], padding=padding, activation="relu"))
+        if block.get("pool", False):
+            stack.append(layers.MaxPooling2D(2))
+    stack.append(layers.Flatten())
+    stack.extend(layers.Dense(units, activation="relu") for units in dense)
+    stack.append(layers.Dense(NUM_CLASSES, activation="softmax"))
+    return keras.Sequential(stack, name=name)

@@ -1,0 +1,167 @@
+"""The `train` stage: one model variant trained on data/prepared/, tracked as one MLflow run.
+
+    python -m mnist_pipeline.train model=deep_cnn augment=standard trainer.epochs=3 optimizer.lr=3e-4
+    python -m mnist_pipeline.train -m model=shallow_cnn,deep_cnn augment=none,standard
+
+Writes to `output_dir`: model.keras (the best epoch by val_loss), history.json and run.json (the MLflow
+run id that the evaluate stage logs into). The folder appears only when training finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_pipeline import augment, plots, tracking, training, validate
+from mnist_pipeline.atomic import atomic_dir
+from mnist_pipeline.data.prepared import load_split
+from mnist_pipeline.stage import hydra_stage
+
+log = logging.getLogger(__name__)
+
+AUGMENT_KEYS = ("rotation", "width_shift", "height_shift", "shear", "zoom")
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Every value range Hydra cannot check, before any run or output exists."""
+    validate.integer(cfg, "trainer.epochs", minimum=1)
+    validate.integer(cfg, "trainer.batch_size", minimum=1)
+    validate.integer(cfg, "trainer.shuffle_buffer", minimum=0)
+    validate.integer(cfg, "trainer.seed", minimum=0)
+    validate.boolean(cfg, "trainer.deterministic")
+    validate.boolean(cfg, "trainer.early_stopping.enabled")
+    validate.integer(cfg, "trainer.early_stopping.patience", minimum=1)
+    validate.number(cfg, "trainer.early_stopping.min_delta", at_least=0.0)
+    validate.choice(cfg, "optimizer.name", ("adam", "sgd"))
+    validate.number(cfg, "optimizer.lr", above=0.0)
+    if cfg.optimizer.name == "sgd":
+        validate.number(cfg, "optimizer.momentum", at_least=0.0, below=1.0)
+        validate.number(cfg, "optimizer.decay", at_least=0.0)
+    validate.number(cfg, "augment.rotation", at_least=0.0, below=180.0)
+    for key in ("width_shift", "height_shift", "zoom"):
+        validate.number(cfg, f"augment.{key}", at_least=0.0, below=1.0)
+    validate.number(cfg, "augment.shear", at_least=0.0, below=1.0)
+    if "dropout" in cfg.model:
+        validate.number(cfg, "model.dropout", at_least=0.0, below=1.0)
+    validate.choice(cfg, "model.input_norm", ("none", "l2"))
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def data_hash(data_dir: Path) -> str:
+    """sha256 over the prepared files (names and contents), to tie a run to the exact data it saw."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(data_dir).iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()
+
+
+def run_tags(cfg: DictConfig) -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {
+        "variant": cfg.variant,
+        "git.commit": _git("rev-parse", "HEAD") or "unknown",
+        "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        "data.sha256": data_hash(Path(cfg.data_dir)),
+        "dvc.stage": os.environ.get("DVC_STAGE", ""),
+        "tensorflow.version": tf.__version__,
+        "keras.version": keras.__version__,
+    }
+
+
+def hydra_overrides() -> list[str]:
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not inside a Hydra app (e.g. called from a test)
+        return []
+
+
+def print_first_prediction(model, x_test: np.ndarray, y_test: np.ndarray) -> None:
+    """As the notebooks end: the probabilities for the first test image and their argmax."""
+    probs = model.predict(x_test[:1], verbose=0)[0]
+    print(f"first test image: label {int(y_test[0])}, predicted {int(np.argmax(probs))} "
+          f"(p={probs.max():.4f})")
+    print("probabilities: " + " ".join(f"{d}:{p:.4f}" for d, p in enumerate(probs)), flush=True)
+
+
+def train(cfg: DictConfig) -> dict:
+    check_settings(cfg)
+    data_dir, output_dir = Path(cfg.data_dir), Path(cfg.output_dir)
+    x_train, y_train = load_split(data_dir, "train")
+    x_val, y_val = load_split(data_dir, "val")
+    x_test, y_test = load_split(data_dir, "test")
+    augment_params = {k: float(cfg.augment[k]) for k in AUGMENT_KEYS}
+
+    training.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+    model = instantiate(cfg.model, _convert_="all")  # a bad model config fails here, before any run
+    training.compile_model(model, cfg.optimizer)
+    train_ds = training.train_dataset(x_train, y_train, cfg.trainer, augment_params)
+    val_ds = training.eval_dataset(x_val, y_val)
+
+    tracking.setup(cfg.tracking)
+    with atomic_dir(output_dir) as staging:
+        with tracking.training_run(cfg.variant, cfg, run_tags(cfg)) as run:
+            tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            tracking.log_text("\n".join(hydra_overrides()) + "\n", "overrides.txt")
+            summary: list[str] = []
+            model.summary(print_fn=lambda line, **_: summary.append(line))
+            tracking.log_text("\n".join(summary) + "\n", "model_summary.txt")
+            if not augment.is_identity(augment_params):
+                grid = augment.preview_grid(x_train[:8], staging / "augmented_samples.png",
+                                            seed=cfg.trainer.seed, **augment_params)
+                tracking.log_file(grid)
+
+            best, extra_callbacks = training.callbacks(cfg.trainer)
+            history = model.fit(
+                train_ds, validation_data=val_ds, epochs=cfg.trainer.epochs, shuffle=False,  # train_ds shuffles
+                callbacks=[tracking.EpochMetrics(), *extra_callbacks],
+                verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
+            )
+            record = {
+                "variant": cfg.variant,
+                "epochs_run": len(history.epoch),
+                "best_epoch": best.best_epoch,
+                "params": int(model.count_params()),
+                "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+            }
+            curves = plots.training_curves(record["history"], staging / "training_curves.png", title=cfg.variant)
+            tracking.log_file(curves)
+            model_uri = tracking.log_keras_model(model, x_val[:1], step=best.best_epoch or 0)
+            model.save(staging / "model.keras")
+            (staging / "history.json").write_text(json.dumps(record, indent=2) + "\n")
+            (staging / "run.json").write_text(json.dumps({
+                "run_id": run.info.run_id,
+                "experiment_id": run.info.experiment_id,
+                "tracking_uri": tracking.tracking_uri(cfg.tracking),
+                "model_uri": model_uri,
+                "variant": cfg.variant,
+            }, indent=2) + "\n")
+    print_first_prediction(model, x_test, y_test)
+    log.info("%s: best epoch %s, val_accuracy %.4f, outputs in %s", cfg.variant, best.best_epoch,
+             record["history"]["val_accuracy"][best.best_epoch or 0], output_dir)
+    return record
+
+
+main = hydra_stage("train")(train)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""The train stage as users run it (subprocess Hydra app), tracked in a temporary SQLite MLflow store."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mnist_pipeline import tracking
+from tests.helpers import REPO, run_module
+
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
+FAST = ("model=mlp_32x32", "trainer.batch_size=64")
+
+
+def train_args(tmp_path, data_dir, *overrides):
+    return (f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+            *overrides)
+
+
+def store_env(tmp_path):
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
+
+
+def client_for(tmp_path):
+    return MlflowClient(tracking_uri=store_env(tmp_path)["MLFLOW_TRACKING_URI"])
+
+
+def all_runs(tmp_path):
+    db = tmp_path / "mlruns" / "mlflow.db"
+    if not db.exists():
+        return []
+    client = client_for(tmp_path)
+    return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, small_prepared):
+    """One real 2-epoch training run of shallow_cnn with augmentation."""
+    tmp = tmp_path_factory.mktemp("train")
+    result = run_module("mnist_pipeline.train",
+                        *train_args(tmp, small_prepared, "model=shallow_cnn", "augment=standard",
+                                    "trainer.epochs=2", "optimizer.lr=3e-3"),
+                        env=store_env(tmp))
+    assert result.returncode == 0, result.stderr
+    run_info = json.loads((tmp / "out" / "run.json").read_text())
+    return tmp, result, run_info, client_for(tmp).get_run(run_info["run_id"])
+
+
+def test_run_finished_with_name_params_and_tags(trained):
+    tmp, _, _, run = trained
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "shallow_cnn+standard"
+    params = run.data.params
+    # The whole resolved config, flattened: spot-check every group and the indexed conv list.
+    assert params["model.name"] == "shallow_cnn"
+    assert params["model.conv.1.filters"] == "64" and params["model.dense"] == "[64]"
+    assert params["optimizer.lr"] == "0.003" and params["trainer.epochs"] == "2"
+    assert params["augment.rotation"] == "15.0" and params["trainer.deterministic"] == "false"
+    assert params["output_dir"] == str(tmp / "out")
+    config_yaml = (tmp / "config.yaml")
+    MlflowClient(tracking_uri=store_env(tmp)["MLFLOW_TRACKING_URI"]).download_artifacts(
+        run.info.run_id, "config.yaml", str(tmp))
+    from omegaconf import OmegaConf
+
+    logged_config = OmegaConf.load(config_yaml)
+    expected = {k: tracking._param_value(v) for k, v in tracking.flatten(logged_config).items()}
+    assert params == expected  # every flattened key present, nothing else
+    tags = run.data.tags
+    assert len(tags["git.commit"]) == 40 and tags["git.dirty"] in ("true", "false")
+    assert len(tags["data.sha256"]) == 64
+    assert tags["tensorflow.version"] == "2.21.0" and tags["keras.version"] == "3.15.1"
+
+
+def test_epoch_metrics_have_one_step_per_epoch(trained):
+    tmp, _, run_info, run = trained
+    client = client_for(tmp)
+    for key in EPOCH_METRICS:
+        history = client.get_metric_history(run.info.run_id, key)
+        assert sorted(m.step for m in history) == [0, 1], key
+    lr = client.get_metric_history(run.info.run_id, "learning_rate")
+    assert all(abs(m.value - 3e-3) < 1e-9 for m in lr)
+    saved = json.loads((tmp / "out" / "history.json").read_text())
+    assert saved["epochs_run"] == 2 and saved["params"] == 167_114
+    assert saved["history"]["val_loss"] == [m.value for m in sorted(
+        client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)]
+
+
+def test_artifacts_and_outputs_exist(trained):
+    tmp, _, _, run = trained
+    names = {a.path for a in client_for(tmp).list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "overrides.txt", "model_summary.txt", "training_curves.png",
+            "augmented_samples.png"} <= names
+    assert sorted(p.name for p in (tmp / "out").iterdir()) == [
+        "augmented_samples.png", "history.json", "model.keras", "run.json", "training_curves.png"]
+    overrides = client_for(tmp).download_artifacts(run.info.run_id, "overrides.txt", str(tmp))
+    assert "augment=standard" in open(overrides).read()
+
+
+def test_logged_model_loads_and_predicts(trained, small_prepared):
+    tmp, _, run_info, _ = trained
+    import mlflow
+
+    mlflow.set_tracking_uri(store_env(tmp)["MLFLOW_TRACKING_URI"])
+    model = tracking.load_keras_model(run_info["model_uri"])
+    x = np.load(small_prepared / "test.npz")["x"][:7]
+    probs = model.predict(x, verbose=0)
+    assert probs.shape == (7, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    info = mlflow.models.get_model_info(run_info["model_uri"])
+    assert info.signature.inputs.inputs[0].shape == (-1, 28, 28, 1)
+    assert info.signature.outputs.inputs[0].shape == (-1, 10)
+    assert info.saved_input_example_info["type"] == "ndarray"
+
+
+def test_first_test_prediction_is_printed(trained):
+    _, result, _, _ = trained
+    assert "first test image: label 7, predicted " in result.stdout
+    assert "probabilities: 0:" in result.stdout and " 9:" in result.stdout
+
+
+def _metrics_of(tmp_path, data_dir, seed):
+    out = tmp_path / f"seed{seed}-{time.monotonic_ns()}"
+    result = run_module("mnist_pipeline.train", *train_args(out, data_dir, *FAST, "augment=standard",
+                        "trainer.epochs=1", "trainer.deterministic=true", f"trainer.seed={seed}"),
+                        env=store_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    return json.loads((out / "out" / "history.json").read_text())["history"]
+
+
+def test_same_seed_is_identical_other_seed_differs(tmp_path, small_prepared):
+    first = _metrics_of(tmp_path, small_prepared, seed=1)
+    again = _metrics_of(tmp_path, small_prepared, seed=1)
+    other = _metrics_of(tmp_path, small_prepared, seed=2)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert first[key] == again[key], key
+    assert first["loss"] != other["loss"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.epochs=-1", "error: trainer.epochs: must be >= 1, got -1"),
+        ("trainer.epochs=abc", "error: trainer.epochs: expected an integer, got 'abc'"),
+        ("optimizer.lr=0", "error: optimizer.lr: must be > 0.0, got 0"),
+        ("augment.zoom=1.5", "error: augment.zoom: must be < 1.0, got 1.5"),
+        ("model=nope", "Could not find 'model/nope'"),
+    ],
+)
+def test_bad_overrides_fail_without_run_or_output(tmp_path, small_prepared, override, message):
+    result = run_module("mnist_pipeline.train", *train_args(tmp_path, small_prepared, override),
+                        env=store_env(tmp_path))
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert all_runs(tmp_path) == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_exception_inside_training_leaves_run_failed(tmp_path, small_prepared, monkeypatch):
+    """A failure mid-training (here: a callback raising) ends the run FAILED and writes no output."""
+    import keras
+    from hydra import compose, initialize_config_dir
+
+    from mnist_pipeline import train, training
+    from mnist_pipeline.stage import CONF_DIR
+
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("boom at epoch end")
+
+    real = training.callbacks
+    monkeypatch.setattr(training, "callbacks", lambda trainer: (lambda b, e: (b, [*e, Boom()]))(*real(trainer)))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_env(tmp_path)["MLFLOW_TRACKING_URI"])
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=list(train_args(tmp_path, small_prepared, *FAST))[:2])
+    with pytest.raises(RuntimeError, match="boom at epoch end"):
+        train.train(cfg)
+    runs = all_runs(tmp_path)
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_sigterm_leaves_run_killed(tmp_path, small_prepared):
+    args = train_args(tmp_path, small_prepared, *FAST, "trainer.epochs=500")
+    client_for(tmp_path).search_experiments()  # create the store first: two processes must not both create its tables
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_pipeline.train", *args], cwd=REPO,
+                            env={**os.environ, **store_env(tmp_path)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait until the run exists and has logged an epoch
+            runs = all_runs(tmp_path)
+            if runs and "loss" in runs[0].data.metrics:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("training never logged an epoch")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    assert "terminated by SIGTERM" in stderr
+    assert [r.info.status for r in all_runs(tmp_path)] == ["KILLED"], stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_multirun_groups_runs_under_a_parent(tmp_path, small_prepared):
+    result = run_module(
+        "mnist_pipeline.train", "-m", f"data_dir={small_prepared}", "model=mlp_32x32,dense_2x350",
+        "augment=none", "trainer.epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        env=store_env(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    runs = all_runs(tmp_path)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(r.info.run_name for r in children) == ["dense_2x350+none", "mlp_32x32+none"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert all(r.info.status == "FINISHED" for r in children)
+    # Each job wrote its own model folder inside the sweep directory.
+    assert len(list((tmp_path / "sweep").glob("*/model/model.keras"))) == 2
