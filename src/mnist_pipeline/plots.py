@@ -43,3 +43,48 @@ def training_curves(history: dict[str, list[float]], path: Path, title: str = ""
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def confusion_matrix(counts: np.ndarray, path: Path, title: str = "") -> Path:
+    """Counts of (true, predicted) digits, each cell labelled; the diagonal is the correct ones."""
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(np.log1p(counts), cmap="Blues")  # log scale: errors stay visible beside the diagonal
+    for (row, col), value in np.ndenumerate(counts):
+        if value:
+            ax.text(col, row, str(value), ha="center", va="center", fontsize=7,
+                    color="white" if value > counts.max() / 4 else "black")
+    ax.set_xticks(range(counts.shape[1]))
+    ax.set_yticks(range(counts.shape[0]))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(image, ax=ax, label="log(1 + count)")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def comparison(rows: list[dict], val_curves: dict[str, list[float]], path: Path) -> Path:
+    """Test accuracy per variant (bars) beside every variant's validation accuracy per epoch."""
+    fig, (bars, lines) = plt.subplots(1, 2, figsize=(13, 5))
+    names = [r["variant"] for r in rows]
+    accuracy = [r["test_accuracy"] for r in rows]
+    bars.barh(names, accuracy, color="tab:blue")
+    for y, value in enumerate(accuracy):
+        bars.text(value, y, f" {value:.4f}", va="center", fontsize=8)
+    low = min(accuracy)
+    bars.set_xlim(max(0.0, low - (1 - low) * 0.5), 1.0)
+    bars.invert_yaxis()
+    bars.set_xlabel("test accuracy")
+    for name, curve in val_curves.items():
+        lines.plot(range(len(curve)), curve, "-o", markersize=3, label=name)
+    lines.set_xlabel("epoch")
+    lines.set_ylabel("validation accuracy")
+    lines.grid(alpha=0.3)
+    lines.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

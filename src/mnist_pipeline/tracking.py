@@ -24,12 +24,13 @@ import keras
 import mlflow
 import numpy as np
 from hydra.experimental.callback import Callback
+from mlflow.entities import Metric
 from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import Schema, TensorSpec
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_pipeline.errors import Terminated
+from mnist_pipeline.errors import PipelineError, Terminated
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +208,54 @@ def log_keras_model(model: keras.Model, example: np.ndarray, step: int, name: st
     return info.model_uri
 
 
+def log_to_run(run_id: str, metrics: Mapping[str, float], files: list[Path], artifact_path: str) -> None:
+    """Add metrics (step 0) and files to an existing, ended run without reopening it (its status and end
+    time stay those of the training)."""
+    client = MlflowClient()
+    try:
+        client.get_run(run_id)
+    except mlflow.exceptions.MlflowException as exc:
+        raise PipelineError(
+            f"MLflow run {run_id} not found in {mlflow.get_tracking_uri()}: the store was reset or moved "
+            "since training; retrain with `dvc repro --force train@<variant>`"
+        ) from exc
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
 def load_keras_model(model_uri: str) -> keras.Model:
     return mlflow.keras.load_model(model_uri)
+
+
+def load_predictor(model_uri: str, tracking: str | None = None):
+    """Any MLflow model as a function: float32 images (n, 28, 28, 1) -> probabilities (n, 10)."""
+    if tracking:
+        mlflow.set_tracking_uri(tracking)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except mlflow.exceptions.MlflowException as exc:
+        raise PipelineError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {exc.message}") from exc
+    return lambda images: np.asarray(model.predict(np.asarray(images, dtype=np.float32)))
+
+
+def register_champion(model_uri: str, name: str, alias: str, tags: Mapping[str, str]) -> int:
+    """Make `model_uri` the version of registered model `name` that `alias` points to.
+
+    A new champion becomes a new version and takes the alias; older versions stay. If the alias already
+    points at a version of the same model, nothing changes (re-running the report is idempotent).
+    """
+    client = MlflowClient()
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        current = None
+    if current is not None and current.source == model_uri:
+        return int(current.version)
+    version = mlflow.register_model(model_uri, name, tags=dict(tags))
+    client.set_registered_model_alias(name, alias, version.version)
+    return int(version.version)
 
 
 class MultirunParentRun(Callback):

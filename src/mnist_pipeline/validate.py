@@ -68,3 +68,13 @@ def boolean(cfg: DictConfig, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     return value
+
+
+def text(cfg: DictConfig, key: str) -> str:
+    """A required, non-empty string (`???` in the config means the user must set it)."""
+    if OmegaConf.is_missing(cfg, key):
+        raise ConfigError(f"{key}: required; set it on the command line, e.g. {key}=<value>")
+    value = _get(cfg, key)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
+    return value

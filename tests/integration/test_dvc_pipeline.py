@@ -1,7 +1,9 @@
 """`dvc repro` in a temporary copy of the repository, on a small slice of the real data."""
 
 import json
+import os
 import re
+import subprocess
 
 import pytest
 
@@ -47,7 +49,8 @@ def test_repro_runs_prepare_once_then_nothing(repo, mnist_mirror):
 
 @pytest.mark.slow
 def test_repro_trains_every_variant_then_nothing(tmp_path, mnist_mirror):
-    """The whole matrix on tiny settings (2,000 images, 1 epoch); editing one variant retrains only it."""
+    """The whole pipeline on tiny settings (2,000 images, 1 epoch): every variant trained and evaluated, the
+    report and champion, DVC's metrics and plots; editing one variant reruns only what depends on it."""
     from mlflow.tracking import MlflowClient
 
     repo = copy_repo(tmp_path)
@@ -69,6 +72,25 @@ def test_repro_trains_every_variant_then_nothing(tmp_path, mnist_mirror):
     assert sorted(r.info.run_name for r in runs) == sorted(variants)
     assert all(r.info.status == "FINISHED" for r in runs)
     assert {r.data.tags["dvc.stage"] for r in runs} == {f"train@{v}" for v in variants}
+    assert all("test_accuracy" in r.data.metrics for r in runs)  # evaluate logged into the training runs
+    board = json.loads((repo / "reports/leaderboard.json").read_text())
+    assert sorted(r["variant"] for r in board["variants"]) == sorted(variants)
+    champion = client.get_model_version_by_alias("mnist-classifier", "champion")
+    assert champion.source == board["champion"]["model_uri"]
+
+    shown = run_dvc(repo, "metrics", "show")
+    assert shown.returncode == 0, shown.stderr
+    for variant in variants:
+        assert f"metrics/{variant}.json" in shown.stdout
+    plots = run_dvc(repo, "plots", "show", "-o", str(tmp_path / "dvc_plots"))
+    assert plots.returncode == 0, plots.stdout + plots.stderr
+    assert (tmp_path / "dvc_plots" / "index.html").is_file()
+    listed = json.loads(run_dvc(repo, "plots", "show", "--json").stdout)["data"]
+    for variant in variants:
+        for path in (f"plots/predictions/{variant}.csv", f"plots/curves/{variant}.csv",
+                     f"plots/figures/{variant}/confusion_matrix.png"):
+            assert path in listed, path
+    assert "reports/comparison.png" in listed
 
     second = run_dvc(repo, "repro", env=env)
     assert "Running stage" not in second.stdout and "Data and pipelines are up to date." in second.stdout
@@ -80,4 +102,24 @@ def test_repro_trains_every_variant_then_nothing(tmp_path, mnist_mirror):
     third = run_dvc(repo, "repro", env=env)
     assert third.returncode == 0, third.stderr[-3000:]
     assert [line for line in third.stdout.splitlines() if line.startswith("Running stage")] == [
-        "Running stage 'train@mlp_32x32+none':"]
+        "Running stage 'train@mlp_32x32+none':", "Running stage 'evaluate@mlp_32x32+none':",
+        "Running stage 'report':"]
+
+    # An experiment on one variant: `dvc exp run -S` then `dvc exp show` lists it beside the baseline.
+    git_commit_all(repo, "baseline")
+    exp = run_dvc(repo, "exp", "run", "-n", "wider-mlp", "-S", "variants.mlp_32x32+none.overrides=model.hidden=[128,128]",
+                  env=env)
+    assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
+    assert "Running stage 'train@mlp_32x32+none'" in exp.stdout and "train@deep_cnn" not in exp.stdout
+    table = run_dvc(repo, "exp", "show", "--csv")
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert "metrics/mlp_32x32+none.json:test_accuracy" in header
+    assert any(row.startswith("wider-mlp,") for row in rows), table.stdout
+
+
+def git_commit_all(repo, message):
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", message], cwd=repo, check=True, env=env)

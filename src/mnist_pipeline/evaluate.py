@@ -1,0 +1,112 @@
+"""The `evaluate` stage: score one trained variant on the 10,000 test images.
+
+    python -m mnist_pipeline.evaluate variant=deep_cnn+standard
+
+Logs test_* metrics, a confusion-matrix PNG and a grid of misclassified digits into the variant's
+training run (the id in models/<variant>/run.json), then writes metrics/<variant>.json and the files DVC
+plots: plots/predictions/<variant>.csv (actual, predicted per test image), plots/per_class/<variant>.json,
+plots/curves/<variant>.csv (per-epoch training history) and plots/figures/<variant>/*.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from mnist_pipeline import metrics, plots, tracking, validate
+from mnist_pipeline.data.prepared import load_split
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.stage import hydra_stage
+
+log = logging.getLogger(__name__)
+
+CURVE_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: {what}")
+    return json.loads(path.read_text())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _csv(header: list[str], rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    variant = validate.text(cfg, "variant")
+    validate.integer(cfg, "misclassified_shown", minimum=0)
+    model_dir, plots_dir = Path(cfg.model_dir), Path(cfg.plots_dir)
+    run_info = read_json(model_dir / "run.json", f"train the variant first (dvc repro train@{variant})")
+    history = read_json(model_dir / "history.json", f"train the variant first (dvc repro train@{variant})")
+    x_test, y_test = load_split(Path(cfg.data_dir), "test")
+
+    import keras  # after the cheap checks: importing TensorFlow takes seconds
+
+    model = keras.saving.load_model(model_dir / "model.keras")
+    probs = model.predict(x_test, batch_size=1024, verbose=0)
+    summary = metrics.summarize(y_test, probs)
+    y_pred = np.argmax(probs, axis=1)
+    wrong = np.flatnonzero(y_pred != y_test)[: cfg.misclassified_shown]
+
+    test_metrics = {f"test_{k}": summary[k] for k in
+                    ("loss", "accuracy", "macro_precision", "macro_recall", "macro_f1", "errors")}
+    logged = dict(test_metrics)
+    for row in summary["per_class"]:
+        for key in ("precision", "recall", "f1"):
+            logged[f"test_{key}_{row['class']}"] = row[key]
+
+    tracking.setup(cfg.tracking)
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = [
+            plots.confusion_matrix(np.array(summary["confusion_matrix"]), Path(tmp) / "confusion_matrix.png",
+                                   title=f"{variant}: test accuracy {summary['accuracy']:.4f}"),
+            plots.digit_grid(x_test[wrong], [f"true {y_test[i]} / pred {y_pred[i]}" for i in wrong],
+                             Path(tmp) / "misclassified.png"),
+        ]
+        evaluation = {"variant": variant, **test_metrics, "per_class": summary["per_class"],
+                      "confusion_matrix": summary["confusion_matrix"]}
+        (Path(tmp) / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+        tracking.log_to_run(run_info["run_id"], logged, [*figures, Path(tmp) / "evaluation.json"], "test")
+        figure_dir = plots_dir / "figures" / variant
+        figure_dir.mkdir(parents=True, exist_ok=True)
+        for figure in figures:
+            os.replace(figure, figure_dir / figure.name)
+
+    _write_atomic(plots_dir / "predictions" / f"{variant}.csv",
+                  _csv(["actual", "predicted"], zip(y_test.tolist(), y_pred.tolist())))
+    _write_atomic(plots_dir / "per_class" / f"{variant}.json", json.dumps(summary["per_class"], indent=2) + "\n")
+    epochs = range(len(history["history"]["loss"]))
+    _write_atomic(plots_dir / "curves" / f"{variant}.csv", _csv(
+        ["epoch", *CURVE_KEYS], ([e, *(history["history"][k][e] for k in CURVE_KEYS)] for e in epochs)))
+    _write_atomic(Path(cfg.metrics_file), json.dumps(test_metrics, indent=2) + "\n")
+    log.info("%s: test accuracy %.4f, loss %.4f (run %s)", variant, summary["accuracy"], summary["loss"],
+             run_info["run_id"])
+    return evaluation
+
+
+main = hydra_stage("evaluate")(evaluate)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""User files -> MNIST-convention arrays: float32 (28, 28, 1) in [0, 1], a light digit on black.
+
+PNG/JPEG pictures of any size and colour mode are made to look like MNIST (LeCun's preprocessing): grayscale,
+light-on-dark, cropped to the ink, scaled to fit 20x20 and centred by centre of mass in 28x28. Pictures that
+are already 28x28 are only made grayscale and light-on-dark. `.npy` arrays are taken as already in the MNIST
+convention and only checked and scaled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mnist_pipeline.errors import PipelineError
+
+SIZE = 28
+BOX = 20  # MNIST digits fit a 20x20 box inside the 28x28 image
+# Where MNIST's centres of mass actually lie (mean 13.98, 14.01 over the test set; sd 0.3), half a pixel
+# off the geometric centre 13.5: matching it halves the difference to the original on resized MNIST digits.
+CENTRE = 14.0
+INK_THRESHOLD = 0.2  # after background removal: brighter pixels are ink (bounding box only)
+MIN_CONTRAST = 0.05  # ink less than 5% brighter than the background is JPEG noise on a blank sheet
+FORMATS = {"PNG", "JPEG", "MPO"}  # MPO: how Pillow names the JPEGs of many phone cameras
+NPY_SHAPES = "(28, 28), (28, 28, 1) or (n, 28, 28[, 1])"
+
+
+class ImageError(PipelineError):
+    """A file that cannot be turned into an MNIST image; the message names the file and the problem."""
+
+
+def load_images(path: str | Path) -> np.ndarray:
+    """All images in one file as float32 (k, 28, 28, 1): k = 1 for a picture, k = n for an .npy batch."""
+    return load_named_images(path)[1]
+
+
+def load_named_images(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """The images of one file with a name for each: the path itself, or `path[i]` for an .npy batch
+    (n, 28, 28[, 1]), even when n = 1."""
+    if Path(path).suffix.lower() != ".npy":
+        return [str(path)], load_picture(path)[np.newaxis]
+    images, batch = _load_npy(path)
+    return ([f"{path}[{i}]" for i in range(len(images))] if batch else [str(path)]), images
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """The one image in a file as float32 (28, 28, 1); an .npy batch of several images is an error."""
+    images = load_images(path)
+    if len(images) != 1:
+        raise ImageError(f"{path}: holds {len(images)} images, expected one (use load_images)")
+    return images[0]
+
+
+def load_picture(path: str | Path) -> np.ndarray:
+    """A PNG/JPEG file as float32 (28, 28, 1), MNIST-normalized."""
+    try:
+        with Image.open(path) as img:
+            if img.format not in FORMATS:
+                raise ImageError(f"{path}: not a PNG/JPEG image (it is {img.format})")
+            gray = _grayscale(ImageOps.exif_transpose(img))  # phone photos are stored rotated
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not a PNG/JPEG image (cannot identify image file)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: image too large ({exc})") from None
+    except OSError as exc:  # missing, unreadable, truncated
+        raise ImageError(f"{path}: cannot read image ({exc.strerror or exc})") from None
+    except (SyntaxError, ValueError) as exc:  # how Pillow's decoders report some corrupt files
+        raise ImageError(f"{path}: corrupt image ({exc})") from None
+    try:
+        return normalize(gray)[..., np.newaxis]
+    except ValueError as exc:
+        raise ImageError(f"{path}: {exc}") from None
+
+
+def _grayscale(img: Image.Image) -> np.ndarray:
+    """Any mode -> float64 (h, w) in [0, 1]; transparency is composited on white (paper)."""
+    if img.mode.startswith("I"):  # 16-bit PNG: convert("L") would clip, not scale
+        return np.asarray(img, dtype=np.float64) / 65535.0
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+
+
+def normalize(gray: np.ndarray) -> np.ndarray:
+    """A grayscale picture (h, w) in [0, 1], either polarity -> float32 (28, 28) in MNIST form."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(border) > 0.5:  # dark digit on light paper: MNIST digits are light on black
+        gray, border = 1.0 - gray, 1.0 - border
+    if gray.shape == (SIZE, SIZE):
+        return gray.astype(np.float32)
+    # Background (the border's level, e.g. grey paper in a photo) -> 0, the strongest ink -> 1.
+    gray = np.clip(gray - np.median(border), 0.0, None)
+    if gray.max() < MIN_CONTRAST:
+        raise ValueError("no digit found (the image is blank)")
+    gray /= gray.max()
+    rows, cols = np.nonzero(gray > INK_THRESHOLD)
+    ink = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    # Fit the longer side to 20 px, keeping the aspect ratio; Lanczos antialiases when shrinking.
+    scale = BOX / max(ink.shape)
+    width, height = (max(1, round(n * scale)) for n in (ink.shape[1], ink.shape[0]))
+    small = Image.fromarray(ink.astype(np.float32)).resize((width, height), Image.Resampling.LANCZOS)
+    small = np.clip(np.asarray(small), 0.0, None)
+    small /= max(small.max(), 1e-6)  # the strongest stroke is full white, as in MNIST
+    # Place it so its centre of mass lands where MNIST's do (CENTRE), shifting by whole pixels as MNIST
+    # did, but never so far that part of the digit falls off the edge.
+    cy, cx = (np.average(np.indices(small.shape)[axis], weights=small) for axis in (0, 1))
+    top = int(np.clip(round(CENTRE - cy), 0, SIZE - height))
+    left = int(np.clip(round(CENTRE - cx), 0, SIZE - width))
+    out = np.zeros((SIZE, SIZE), np.float32)
+    out[top:top + height, left:left + width] = np.clip(small, 0.0, 1.0)
+    return out
+
+
+def _load_npy(path: str | Path) -> tuple[np.ndarray, bool]:
+    """An .npy array in the MNIST convention (uint8 0..255 or floats in [0, 1]) as float32 (n, 28, 28, 1),
+    and whether it was a batch."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(6)
+            if magic != b"\x93NUMPY":  # without it, np.load would take the file for a pickle
+                hint = " (an .npz archive?)" if magic[:2] == b"PK" else ""
+                raise ImageError(f"{path}: not a NumPy .npy file{hint}")
+            file.seek(0)
+            array = np.load(file, allow_pickle=False)  # never unpickle: a file could run code
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (ValueError, EOFError) as exc:  # an object array (pickled), a corrupt header or payload
+        if "allow_pickle" in str(exc):  # NumPy's advice to set allow_pickle does not apply here
+            raise ImageError(f"{path}: holds pickled Python objects, which are never loaded (only plain "
+                             "numeric .npy arrays are)") from None
+        raise ImageError(f"{path}: not a valid .npy file ({exc})") from None
+    shape = array.shape
+    if shape[-1:] == (1,) and array.ndim in (3, 4):
+        shape = shape[:-1]
+    if len(shape) not in (2, 3) or shape[-2:] != (SIZE, SIZE):
+        raise ImageError(f"{path}: expected shape {NPY_SHAPES}, got {array.shape}")
+    images, batch = array.reshape((-1, SIZE, SIZE, 1)), len(shape) == 3
+    if len(images) == 0:
+        raise ImageError(f"{path}: holds no images (shape {array.shape})")
+    if array.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0, batch
+    if array.dtype.kind != "f":
+        raise ImageError(f"{path}: expected uint8 (0..255) or floats in [0, 1], got dtype {array.dtype}")
+    if not np.all(np.isfinite(images)):
+        raise ImageError(f"{path}: float values must lie in [0, 1], found NaN or infinity")
+    if images.min() < 0.0 or images.max() > 1.0:
+        raise ImageError(f"{path}: float values must lie in [0, 1], got {images.min():.4g}..{images.max():.4g}"
+                         " (uint8 arrays are scaled from 0..255)")
+    return images.astype(np.float32), batch

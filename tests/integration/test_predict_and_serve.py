@@ -1,0 +1,213 @@
+"""A registered champion used as users do: `mnist-pipeline predict` on files, and `mlflow models serve`."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_pipeline import models, tracking, training
+
+BIN = Path(sys.executable).parent
+PROB = r"[01]\.\d{4}"
+# The README's example request body: {"inputs": x}, x the first test image as nested lists of shape
+# (1, 28, 28, 1), floats in [0, 1]. `python -c "<this>" > digit.json`; test_serve_champion runs it as is.
+README_PAYLOAD = ("import json, numpy as np; "
+                  "print(json.dumps({'inputs': np.load('data/prepared/test.npz')['x'][:1].tolist()}))")
+LINE = re.compile(rf"(?P<name>.+): (?P<digit>\d) \(p={PROB}\)  top-3: \d {PROB}, \d {PROB}, \d {PROB}")
+
+
+@dataclass
+class Champion:
+    tracking_uri: str
+    test_npz: Path
+    picks: list[tuple[int, int]]  # (test index, label) of digits the model gets right with p > 0.99
+    first_label: int  # of test image 0, the README's example, which the model gets right with p > 0.99
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory, small_prepared):
+    """A small CNN trained in-process on the real small split, logged and registered as mnist-classifier@champion
+    in a temporary SQLite store."""
+    import keras
+    import mlflow
+
+    tmp = tmp_path_factory.mktemp("champion")
+    uri = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
+    train, test = (np.load(small_prepared / f"{split}.npz") for split in ("train", "test"))
+    keras.utils.set_random_seed(0)
+    block = {"filters": 32, "kernel": 3, "pool": True}
+    model = models.convnet("small_cnn", conv=[block, block], dense=[64])
+    training.compile_model(model, {"name": "adam", "lr": 2e-3})
+    model.fit(train["x"], train["y"], epochs=8, batch_size=32, verbose=0)  # ~95% test accuracy, ~20 s
+    probs = model.predict(test["x"], verbose=0)
+    right = probs.argmax(axis=1) == test["y"]
+    assert right.mean() > 0.9, f"the test model is too weak: {right.mean():.1%} test accuracy"
+    good = right & (probs.max(axis=1) > 0.99)
+    assert good[0], f"the README's example, test image 0, is not classified right with p > 0.99: {probs[0]}"
+    # The first confident, correct image of three different digits.
+    picks: dict[int, int] = {}
+    for index in np.flatnonzero(good):
+        picks.setdefault(int(test["y"][index]), int(index))
+    picks = [(index, label) for label, index in list(picks.items())[:3]]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        tracking.setup({"tracking_uri": uri, "experiment": "predict-test"})
+        with tracking.training_run("small_cnn", {"model": "small_cnn"}, {}):
+            model_uri = tracking.log_keras_model(model, test["x"][:1], step=0)
+        tracking.register_champion(model_uri, "mnist-classifier", "champion", {})
+        mlflow.set_tracking_uri(None)  # leave no global store behind for other tests in this process
+    return Champion(uri, small_prepared / "test.npz", picks, int(test["y"][0]))
+
+
+def run_cli(*args, cwd, tracking_uri=None):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return subprocess.run([sys.executable, "-m", "mnist_pipeline.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def as_photo(x: np.ndarray) -> Image.Image:
+    """A 28x28 MNIST digit as a larger RGB picture: blue ink on cream paper, off-centre on a 220x180 sheet."""
+    ink = np.asarray(Image.fromarray(x).resize((140, 140), Image.Resampling.BILINEAR), np.float64)[..., None] / 255
+    paper, pen = np.array([235, 230, 215]), np.array([30, 40, 110])
+    sheet = np.tile(paper, (180, 220, 1)).astype(np.float64)
+    sheet[15:155, 60:200] = paper * (1 - ink) + pen * ink
+    return Image.fromarray(sheet.round().astype(np.uint8))
+
+
+def test_predict_files_of_every_kind(champion, tmp_path):
+    x_test = np.load(champion.test_npz)["x"]
+    files, expected = [], []
+    for index, label in champion.picks:
+        x = (x_test[index, ..., 0] * 255).round().astype(np.uint8)
+        variants = {
+            f"{label}.png": Image.fromarray(x),
+            f"{label}-inverted.png": Image.fromarray(255 - x),
+            f"{label}-112.png": Image.fromarray(x).resize((112, 112), Image.Resampling.BICUBIC),
+            f"{label}-photo.jpg": as_photo(x),
+        }
+        for name, img in variants.items():
+            img.save(tmp_path / name)
+        np.save(tmp_path / f"{label}.npy", x)
+        files += [*variants, f"{label}.npy"]
+        expected += [(name, label) for name in [*variants, f"{label}.npy"]]
+    np.save(tmp_path / "batch.npy", x_test[[index for index, _ in champion.picks]])  # float32 (3, 28, 28, 1)
+    expected += [(f"batch.npy[{i}]", label) for i, (_, label) in enumerate(champion.picks)]
+    (tmp_path / "notes.png").write_text("not a picture\n")
+    # The bad file sits in the middle: the files after it must still be predicted.
+    result = run_cli("predict", *files[:2], "notes.png", *files[2:], "batch.npy", cwd=tmp_path,
+                     tracking_uri=champion.tracking_uri)
+
+    assert result.returncode == 1, result.stderr
+    assert "error: notes.png: not a PNG/JPEG image (cannot identify image file)" in result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert [LINE.fullmatch(line) is not None for line in lines] == [True] * len(expected), result.stdout
+    got = [(m["name"], int(m["digit"])) for m in map(LINE.fullmatch, lines)]
+    assert got == expected, result.stdout
+
+
+def test_predict_with_unknown_model_exits_2(champion, tmp_path):
+    index, _ = champion.picks[0]
+    np.save(tmp_path / "digit.npy", np.load(champion.test_npz)["x"][index])
+    result = run_cli("predict", "--model", "models:/does-not-exist@champion", "digit.npy", cwd=tmp_path,
+                     tracking_uri=champion.tracking_uri)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "error: cannot load model models:/does-not-exist@champion from sqlite:///" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_without_a_store_exits_2(tmp_path):
+    (tmp_path / "digit.png").write_bytes(b"")
+    result = run_cli("predict", "digit.png", cwd=tmp_path)  # default store ./mlruns/mlflow.db: absent
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: no MLflow store at mlruns/mlflow.db")
+    assert not (tmp_path / "mlruns").exists()  # and none was created
+
+
+def readme_payload(prepared: Path, cwd: Path) -> bytes:
+    """The README's request body, made by running its command where data/prepared is `prepared`."""
+    (cwd / "data").mkdir()
+    (cwd / "data" / "prepared").symlink_to(prepared)
+    return subprocess.run([sys.executable, "-c", README_PAYLOAD], cwd=cwd, capture_output=True, check=True).stdout
+
+
+def post(port: int, body: bytes) -> tuple[int, dict | str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_ping(server: subprocess.Popen, port: int, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"the server exited with {server.returncode}:\n{log.read_text()}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # not listening yet (URLError, connection refused or reset)
+            pass
+        time.sleep(1)
+    pytest.fail(f"no answer on /ping after {timeout:.0f} s:\n{log.read_text()}")
+
+
+@pytest.mark.slow
+def test_serve_champion(champion, tmp_path):
+    good, label = readme_payload(champion.test_npz.parent, tmp_path), champion.first_label
+    port, log = free_port(), tmp_path / "serve.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": champion.tracking_uri,
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # the CLI starts `uvicorn` from PATH
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(BIN / "mlflow"), "models", "serve", "-m", "models:/mnist-classifier@champion",
+             "-p", str(port), "--host", "127.0.0.1", "--env-manager", "local"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_for_ping(server, port, log)
+
+        status, body = post(port, good)
+        assert status == 200, body
+        assert set(body) == {"predictions"} and np.shape(body["predictions"]) == (1, 10)
+        assert int(np.argmax(body["predictions"][0])) == label
+        assert sum(body["predictions"][0]) == pytest.approx(1.0, abs=1e-4)
+
+        flat = json.dumps({"inputs": np.load(champion.test_npz)["x"][0].ravel().tolist()}).encode()
+        for bad in (flat, b'{"inputs": [[[0.5]]', b"not json"):
+            status, body = post(port, bad)
+            assert 400 <= status < 500, (bad[:40], status, body)
+
+        status, body = post(port, good)  # the bad requests did not break the server
+        assert status == 200 and int(np.argmax(body["predictions"][0])) == label
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
