@@ -1,6 +1,6 @@
 """The `evaluate` stage: score one trained variant on the 10,000 test images.
 
-    python -m mnist_pipeline.evaluate variant=deep_cnn+standard
+    python -m mnist_pipeline.evaluate variant=deep_cnn-standard
 
 Logs test_* metrics, a confusion-matrix PNG and a grid of misclassified digits into the variant's
 training run (the id in models/<variant>/run.json), then writes metrics/<variant>.json and the files DVC

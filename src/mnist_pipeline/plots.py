@@ -12,6 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
 
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)  # figures are kept alive by pyplot until closed
+    return Path(path)
+
+
 def digit_grid(images: np.ndarray, titles: Sequence[str], path: Path, rows: int = 4, cols: int = 4) -> Path:
     """A rows x cols grid of 28x28 digits (light on dark, as MNIST), each titled, saved to `path`."""
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.8))
@@ -20,10 +27,7 @@ def digit_grid(images: np.ndarray, titles: Sequence[str], path: Path, rows: int 
         ax.set_title(title, fontsize=9)
     for ax in np.ravel(axes):
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def training_curves(history: dict[str, list[float]], path: Path, title: str = "") -> Path:
@@ -39,10 +43,7 @@ def training_curves(history: dict[str, list[float]], path: Path, title: str = ""
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def confusion_matrix(counts: np.ndarray, path: Path, title: str = "") -> Path:
@@ -60,10 +61,7 @@ def confusion_matrix(counts: np.ndarray, path: Path, title: str = "") -> Path:
     fig.colorbar(image, ax=ax, label="log(1 + count)")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def comparison(rows: list[dict], val_curves: dict[str, list[float]], path: Path) -> Path:
@@ -84,7 +82,4 @@ def comparison(rows: list[dict], val_curves: dict[str, list[float]], path: Path)
     lines.set_ylabel("validation accuracy")
     lines.grid(alpha=0.3)
     lines.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)

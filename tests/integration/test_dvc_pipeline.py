@@ -1,5 +1,7 @@
 """`dvc repro` in a temporary copy of the repository, on a small slice of the real data."""
 
+import csv
+import io
 import json
 import os
 import re
@@ -26,21 +28,22 @@ def repo(tmp_path_factory, mnist_mirror):
 
 
 def test_repro_runs_prepare_once_then_nothing(repo, mnist_mirror):
+    """Only the data stage (`dvc repro prepare`): the full pipeline is the slow test below."""
     env = {"MNIST_MIRROR": str(mnist_mirror)}
-    first = run_dvc(repo, "repro", env=env)
+    first = run_dvc(repo, "repro", "prepare", env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Running stage 'prepare'" in first.stdout
     meta = json.loads((repo / "data/prepared/dataset.json").read_text())
     assert meta["counts"] == {"train": 1800, "val": 200, "test": 2000}
 
-    second = run_dvc(repo, "repro", env=env)
+    second = run_dvc(repo, "repro", "prepare", env=env)
     assert second.returncode == 0, second.stderr
     assert "Running stage" not in second.stdout
     assert "Data and pipelines are up to date." in second.stdout
 
     # Changing a tracked param reruns the stage; the raw cache (persist) means no new download.
     set_param(repo, "val_fraction", 0.2)
-    third = run_dvc(repo, "repro", env={"MNIST_MIRROR": str(repo / "no-such-mirror")})
+    third = run_dvc(repo, "repro", "prepare", env={"MNIST_MIRROR": str(repo / "no-such-mirror")})
     assert third.returncode == 0, third.stdout + third.stderr
     assert "Running stage 'prepare'" in third.stdout
     meta = json.loads((repo / "data/prepared/dataset.json").read_text())
@@ -97,25 +100,36 @@ def test_repro_trains_every_variant_then_nothing(tmp_path, mnist_mirror):
 
     text = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(text.replace(
-        "mlp_32x32+none: {model: mlp_32x32, augment: none, overrides: \"\"}",
-        "mlp_32x32+none: {model: mlp_32x32, augment: none, overrides: \"model.hidden=[64,64]\"}"))
+        "mlp_32x32-none: {model: mlp_32x32, augment: none, overrides: \"\"}",
+        "mlp_32x32-none: {model: mlp_32x32, augment: none, overrides: \"model.hidden=[64,64]\"}"))
     third = run_dvc(repo, "repro", env=env)
     assert third.returncode == 0, third.stderr[-3000:]
-    assert [line for line in third.stdout.splitlines() if line.startswith("Running stage")] == [
-        "Running stage 'train@mlp_32x32+none':", "Running stage 'evaluate@mlp_32x32+none':",
-        "Running stage 'report':"]
+    assert ran_stages(third) == ["train@mlp_32x32-none", "evaluate@mlp_32x32-none", "report"], third.stdout
 
     # An experiment on one variant: `dvc exp run -S` then `dvc exp show` lists it beside the baseline.
     git_commit_all(repo, "baseline")
-    exp = run_dvc(repo, "exp", "run", "-n", "wider-mlp", "-S", "variants.mlp_32x32+none.overrides=model.hidden=[128,128]",
+    exp = run_dvc(repo, "exp", "run", "-n", "wider-mlp", "-S", "variants.mlp_32x32-none.overrides='model.hidden=[128,128]'",
                   env=env)
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
-    assert "Running stage 'train@mlp_32x32+none'" in exp.stdout and "train@deep_cnn" not in exp.stdout
+    assert ran_stages(exp) == ["train@mlp_32x32-none", "evaluate@mlp_32x32-none", "report"], exp.stdout
     table = run_dvc(repo, "exp", "show", "--csv")
     assert table.returncode == 0, table.stderr
-    header, *rows = table.stdout.splitlines()
-    assert "metrics/mlp_32x32+none.json:test_accuracy" in header
-    assert any(row.startswith("wider-mlp,") for row in rows), table.stdout
+    rows = {row["Experiment"] or row["rev"]: row for row in csv.DictReader(io.StringIO(table.stdout))}
+    baseline = rows[next(name for name in rows if name not in ("workspace", "wider-mlp"))]  # the branch
+    accuracy = "metrics/mlp_32x32-none.json:test_accuracy"
+    assert rows["wider-mlp"]["variants.mlp_32x32-none.overrides"] == "model.hidden=[128,128]"
+    assert baseline["variants.mlp_32x32-none.overrides"] == "model.hidden=[64,64]"
+    assert rows["wider-mlp"][accuracy] and rows["wider-mlp"][accuracy] == rows["workspace"][accuracy]
+    assert rows["wider-mlp"][accuracy] != baseline[accuracy], table.stdout  # its own figure, not the baseline's
+    # The experiment is applied to the workspace: `dvc metrics diff` compares it with the baseline commit.
+    diff = run_dvc(repo, "metrics", "diff", "--json")
+    assert diff.returncode == 0, diff.stderr
+    assert list(json.loads(diff.stdout)) == ["metrics/mlp_32x32-none.json"], diff.stdout
+
+
+def ran_stages(result):
+    """The stages a `dvc repro` / `dvc exp run` actually ran, in order (not the skipped ones)."""
+    return re.findall(r"(?m)^Running stage '([^']+)':", result.stdout)
 
 
 def git_commit_all(repo, message):

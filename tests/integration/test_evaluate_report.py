@@ -12,7 +12,7 @@ from mnist_pipeline import report, tracking
 from mnist_pipeline.stage import CONF_DIR
 from tests.helpers import run_module
 
-VARIANT = "mlp_32x32+none"
+VARIANT = "mlp_32x32-none"
 
 
 @pytest.fixture(scope="module")

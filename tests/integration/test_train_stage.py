@@ -55,7 +55,7 @@ def trained(tmp_path_factory, small_prepared):
 def test_run_finished_with_name_params_and_tags(trained):
     tmp, _, _, run = trained
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "shallow_cnn+standard"
+    assert run.info.run_name == "shallow_cnn-standard"
     params = run.data.params
     # The whole resolved config, flattened: spot-check every group and the indexed conv list.
     assert params["model.name"] == "shallow_cnn"
@@ -222,7 +222,7 @@ def test_multirun_groups_runs_under_a_parent(tmp_path, small_prepared):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert sorted(r.info.run_name for r in children) == ["dense_2x350+none", "mlp_32x32+none"]
+    assert sorted(r.info.run_name for r in children) == ["dense_2x350-none", "mlp_32x32-none"]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert all(r.info.status == "FINISHED" for r in children)
     # Each job wrote its own model folder inside the sweep directory.

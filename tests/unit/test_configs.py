@@ -65,4 +65,4 @@ def test_presets_carry_the_notebook_settings():
     assert train_config("experiment=notebook_cnn_dnn").trainer.batch_size == 100
     # A command-line override still beats the preset.
     assert train_config("experiment=notebook_mlp", "trainer.epochs=3").trainer.epochs == 3
-    assert train_config().variant == "shallow_cnn+none"
+    assert train_config().variant == "shallow_cnn-none"
