@@ -5,7 +5,8 @@
 Logs test_* metrics, a confusion-matrix PNG and a grid of misclassified digits into the variant's
 training run (the id in models/<variant>/run.json), then writes metrics/<variant>.json and the files DVC
 plots: plots/predictions/<variant>.csv (actual, predicted per test image), plots/per_class/<variant>.json,
-plots/curves/<variant>.csv (per-epoch training history) and plots/figures/<variant>/*.png.
+plots/curves/<variant>.csv (per-epoch training history) and plots/figures/<variant>/*.png, and
+probabilities/<variant>.npz (validation and test probabilities with their labels, for the report's ensemble).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mnist_pipeline import metrics, plots, tracking, validate
+from mnist_pipeline.atomic import atomic_file
 from mnist_pipeline.data.prepared import load_split
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.stage import hydra_stage
@@ -38,12 +40,8 @@ def read_json(path: Path, what: str) -> dict:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        f.write(text.encode())
 
 
 def _csv(header: list[str], rows) -> str:
@@ -54,18 +52,34 @@ def _csv(header: list[str], rows) -> str:
     return buffer.getvalue()
 
 
+def write_probabilities(path: Path, **splits: tuple[np.ndarray, np.ndarray]) -> None:
+    """<split>_probs (n, 10) float32 and <split>_labels per split, in one .npz, written atomically."""
+    with atomic_file(path) as f:
+        np.savez(f, **{f"{name}_{part}": array for name, (probs, labels) in splits.items()
+                       for part, array in (("probs", probs.astype(np.float32)), ("labels", labels))})
+
+
+def read_probabilities(path: Path, hint: str) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: {hint}")
+    with np.load(path, allow_pickle=False) as data:
+        return dict(data)
+
+
 def evaluate(cfg: DictConfig) -> dict:
     variant = validate.text(cfg, "variant")
     validate.integer(cfg, "misclassified_shown", minimum=0)
     model_dir, plots_dir = Path(cfg.model_dir), Path(cfg.plots_dir)
     run_info = read_json(model_dir / "run.json", f"train the variant first (dvc repro train@{variant})")
     history = read_json(model_dir / "history.json", f"train the variant first (dvc repro train@{variant})")
+    x_val, y_val = load_split(Path(cfg.data_dir), "val")
     x_test, y_test = load_split(Path(cfg.data_dir), "test")
 
     import keras  # after the cheap checks: importing TensorFlow takes seconds
 
     model = keras.saving.load_model(model_dir / "model.keras")
     probs = model.predict(x_test, batch_size=1024, verbose=0)
+    val_probs = model.predict(x_val, batch_size=1024, verbose=0)  # for the report's ensemble, chosen on val
     summary = metrics.summarize(y_test, probs)
     y_pred = np.argmax(probs, axis=1)
     wrong = np.flatnonzero(y_pred != y_test)[: cfg.misclassified_shown]
@@ -100,6 +114,7 @@ def evaluate(cfg: DictConfig) -> dict:
     epochs = range(len(history["history"]["loss"]))
     _write_atomic(plots_dir / "curves" / f"{variant}.csv", _csv(
         ["epoch", *CURVE_KEYS], ([e, *(history["history"][k][e] for k in CURVE_KEYS)] for e in epochs)))
+    write_probabilities(Path(cfg.probabilities_file), val=(val_probs, y_val), test=(probs, y_test))
     _write_atomic(Path(cfg.metrics_file), json.dumps(test_metrics, indent=2) + "\n")
     log.info("%s: test accuracy %.4f, loss %.4f (run %s)", variant, summary["accuracy"], summary["loss"],
              run_info["run_id"])

@@ -27,6 +27,12 @@ def _input_layers(input_norm: str) -> list[keras.layers.Layer]:
     return [keras.Input(INPUT_SHAPE)] + ([layers.UnitNormalization(axis=1)] if input_norm == "l2" else [])
 
 
+def output_layer() -> keras.layers.Layer:
+    """Dense(10) + softmax, always in float32: under mixed precision, probabilities and the loss in
+    bfloat16 (8 bits of mantissa) would be too coarse; this one small layer costs nothing to keep exact."""
+    return layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32")
+
+
 def mlp(name: str, hidden: Sequence[int], dropout: float = 0.0, activation: str = "relu",
         input_norm: str = "none") -> keras.Model:
     """Flatten -> [Dense(width) -> Dropout]* -> Dense(10): the dense notebooks (3x500, 2x350, small MLPs)."""
@@ -35,7 +41,7 @@ def mlp(name: str, hidden: Sequence[int], dropout: float = 0.0, activation: str 
         stack.append(layers.Dense(width, activation=activation))
         if dropout > 0:
             stack.append(layers.Dropout(dropout))
-    stack.append(layers.Dense(NUM_CLASSES, activation="softmax"))
+    stack.append(output_layer())
     return keras.Sequential(stack, name=name)
 
 
@@ -52,5 +58,30 @@ def convnet(name: str, conv: Sequence[dict], dense: Sequence[int], padding: str 
             stack.append(layers.MaxPooling2D(2))
     stack.append(layers.Flatten())
     stack.extend(layers.Dense(units, activation="relu") for units in dense)
-    stack.append(layers.Dense(NUM_CLASSES, activation="softmax"))
+    stack.append(output_layer())
+    return keras.Sequential(stack, name=name)
+
+
+def bn_convnet(name: str, stages: Sequence[Sequence[dict]], dense: Sequence[int] = (), dropout: float = 0.0,
+               input_norm: str = "none") -> keras.Model:
+    """Stages of [Conv2D -> BatchNorm -> ReLU]*, Dropout after each stage -> Flatten -> [Dense -> BatchNorm ->
+    ReLU -> Dropout]* -> Dense(10): the batch-normalized CNNs (the flagship and the fast preset).
+
+    A conv is {filters, kernel, strides (1), padding ("same")}; a strided conv downsamples instead of a
+    max-pool. Convs carry no bias: the BatchNorm after each has its own shift.
+    """
+    stack = _input_layers(input_norm)
+    for stage in stages:
+        for conv in stage:
+            stack += [layers.Conv2D(conv["filters"], conv["kernel"], strides=conv.get("strides", 1),
+                                    padding=conv.get("padding", "same"), use_bias=False),
+                      layers.BatchNormalization(), layers.ReLU()]
+        if dropout > 0:
+            stack.append(layers.Dropout(dropout))
+    stack.append(layers.Flatten())
+    for units in dense:
+        stack += [layers.Dense(units, use_bias=False), layers.BatchNormalization(), layers.ReLU()]
+        if dropout > 0:
+            stack.append(layers.Dropout(dropout))
+    stack.append(output_layer())
     return keras.Sequential(stack, name=name)

@@ -4,6 +4,8 @@
 
 The champion is the variant with the highest validation accuracy (ties: lower validation loss). The
 test set only ever reports: choosing by it would make its accuracy an optimistic, selected number.
+The leaderboard also scores an ensemble: the average probabilities of the top-k variants by validation
+accuracy, with k chosen on validation too.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import yaml
 from omegaconf import DictConfig
 
-from mnist_pipeline import plots, tracking
+from mnist_pipeline import ensemble, plots, tracking, validate
 from mnist_pipeline.atomic import atomic_dir
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.evaluate import read_json
+from mnist_pipeline.evaluate import read_json, read_probabilities
 from mnist_pipeline.stage import hydra_stage
 
 log = logging.getLogger(__name__)
@@ -69,7 +72,33 @@ def pick_champion(rows: list[dict]) -> dict:
     return max(rows, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
 
 
-def markdown(rows: list[dict], champion: dict, version: int | None) -> str:
+def ensemble_row(rows: list[dict], probabilities_dir: Path, max_k: int) -> dict:
+    """The average of the top-k variants' probabilities (rows are ranked by validation accuracy), k chosen
+    on validation accuracy; its test figures are only reported."""
+    probs = {r["variant"]: read_probabilities(probabilities_dir / f"{r['variant']}.npz",
+                                              f"run `dvc repro evaluate@{r['variant']}`") for r in rows}
+    first = probs[rows[0]["variant"]]
+    for name, p in probs.items():
+        for split in ("val", "test"):
+            if not np.array_equal(p[f"{split}_labels"], first[f"{split}_labels"]):
+                raise PipelineError(f"{probabilities_dir / name}.npz: {split} labels differ from "
+                                    f"{rows[0]['variant']}'s: the variants were evaluated on different data")
+    ranked = [r["variant"] for r in rows]
+    k, by_k = ensemble.top_k(ranked, {v: p["val_probs"] for v, p in probs.items()}, first["val_labels"], max_k)
+    members = ranked[:k]
+    val = ensemble.score(ensemble.average([probs[m]["val_probs"] for m in members]), first["val_labels"])
+    test = ensemble.score(ensemble.average([probs[m]["test_probs"] for m in members]), first["test_labels"])
+    chosen = [r for r in rows if r["variant"] in members]
+    return {
+        "variant": f"ensemble of top {k}", "members": members, "k": k, "val_accuracy_by_k": by_k,
+        "params": sum(r["params"] for r in chosen), "epochs": max(r["epochs"] for r in chosen),
+        "train_seconds": sum(r["train_seconds"] for r in chosen),
+        "val_accuracy": val["accuracy"], "val_loss": val["loss"],
+        "test_accuracy": test["accuracy"], "test_loss": test["loss"], "run_id": "-",
+    }
+
+
+def markdown(rows: list[dict], champion: dict, version: int | None, combined: dict) -> str:
     lines = ["# Leaderboard", "",
              "Sorted by validation accuracy; the champion is chosen on validation, never on test.", "",
              "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
@@ -79,9 +108,15 @@ def markdown(rows: list[dict], champion: dict, version: int | None) -> str:
         if row is champion:
             cells[0] = f"**{cells[0]}** (champion)"
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("| " + " | ".join(fmt.format(combined[key]) if key != "run_id" else "-"
+                                    for key, _, fmt in COLUMNS) + " |")
     registered = f", registered as version {version}" if version is not None else ""
     lines += ["", f"Champion: `{champion['variant']}` (validation accuracy {champion['val_accuracy']:.4f}, "
-                  f"test accuracy {champion['test_accuracy']:.4f}){registered}.", ""]
+                  f"test accuracy {champion['test_accuracy']:.4f}){registered}.", "",
+              f"Ensemble: the average of the probabilities of the top {combined['k']} variants by validation "
+              f"accuracy ({', '.join(f'`{m}`' for m in combined['members'])}), k chosen on validation accuracy "
+              "(by k: " + ", ".join(f"{a:.4f}" for a in combined["val_accuracy_by_k"]) + "); "
+              f"test accuracy {combined['test_accuracy']:.4f}.", ""]
     return "\n".join(lines)
 
 
@@ -91,6 +126,8 @@ def report(cfg: DictConfig) -> dict:
     rows = sorted((leaderboard_row(v, models_dir, metrics_dir) for v in variants),
                   key=lambda r: (-r["val_accuracy"], r["val_loss"]))
     champion = pick_champion(rows)
+    validate.integer(cfg, "ensemble.max_k", minimum=0)
+    combined = ensemble_row(rows, Path(cfg.probabilities_dir), cfg.ensemble.max_k)
     curves = {v: read_json(models_dir / v / "history.json", "")["history"]["val_accuracy"] for v in variants}
 
     version = None
@@ -105,12 +142,13 @@ def report(cfg: DictConfig) -> dict:
 
     summary = {"champion": {**champion, "registered_model": cfg.registry.model_name if version else None,
                             "version": version},
-               "selection": "max validation accuracy, then min validation loss", "variants": rows}
+               "selection": "max validation accuracy, then min validation loss", "variants": rows,
+               "ensemble": combined}
     with atomic_dir(Path(cfg.reports_dir)) as staging:
         (staging / "leaderboard.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (staging / "leaderboard.md").write_text(markdown(rows, champion, version))
-        plots.comparison(rows, curves, staging / "comparison.png")
-    print(markdown(rows, champion, version))
+        (staging / "leaderboard.md").write_text(markdown(rows, champion, version, combined))
+        plots.comparison([*rows, combined], curves, staging / "comparison.png")
+    print(markdown(rows, champion, version, combined))
     return summary
 
 

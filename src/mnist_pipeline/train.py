@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -39,11 +40,17 @@ def check_settings(cfg: DictConfig) -> None:
     validate.integer(cfg, "trainer.shuffle_buffer", minimum=0)
     validate.integer(cfg, "trainer.seed", minimum=0)
     validate.boolean(cfg, "trainer.deterministic")
+    validate.choice(cfg, "trainer.precision", training.PRECISIONS)
+    validate.integer(cfg, "trainer.steps_per_execution", minimum=1)
+    validate.integer(cfg, "trainer.threads.intra_op", minimum=0)
+    validate.integer(cfg, "trainer.threads.inter_op", minimum=0)
     validate.boolean(cfg, "trainer.early_stopping.enabled")
     validate.integer(cfg, "trainer.early_stopping.patience", minimum=1)
     validate.number(cfg, "trainer.early_stopping.min_delta", at_least=0.0)
     validate.choice(cfg, "optimizer.name", ("adam", "sgd"))
     validate.number(cfg, "optimizer.lr", above=0.0)
+    validate.choice(cfg, "optimizer.schedule", ("constant", "cosine"))
+    validate.number(cfg, "optimizer.warmup_fraction", at_least=0.0, below=1.0)
     if cfg.optimizer.name == "sgd":
         validate.number(cfg, "optimizer.momentum", at_least=0.0, below=1.0)
         validate.number(cfg, "optimizer.decay", at_least=0.0)
@@ -83,6 +90,7 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
         "data.sha256": data_hash(Path(cfg.data_dir)),
         "dvc.stage": os.environ.get("DVC_STAGE", ""),
+        "precision": training.resolve_precision(cfg.trainer.precision),  # what `auto` chose on this CPU
         "tensorflow.version": tf.__version__,
         "keras.version": keras.__version__,
     }
@@ -103,18 +111,33 @@ def print_first_prediction(model, x_test: np.ndarray, y_test: np.ndarray) -> Non
     print("probabilities: " + " ".join(f"{d}:{p:.4f}" for d, p in enumerate(probs)), flush=True)
 
 
+def augment_settings(cfg: DictConfig) -> dict[str, float]:
+    return {k: float(cfg.augment[k]) for k in AUGMENT_KEYS}
+
+
+def prepare_fit(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray):
+    """The pipeline's training path up to `model.fit`: runtime settings, seeds, the compiled model and the
+    training dataset. Returns (model, dataset, build), `build()` making a fresh model of the same config.
+    The benchmarks call this too, so they measure exactly what the train stage runs."""
+    training.configure_runtime(cfg.trainer)
+    training.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+
+    def build():
+        return instantiate(cfg.model, _convert_="all")
+
+    steps = cfg.trainer.epochs * math.ceil(len(x_train) / cfg.trainer.batch_size)
+    model = training.compile_model(build(), cfg.optimizer, cfg.trainer.steps_per_execution, total_steps=steps)
+    return model, training.train_dataset(x_train, y_train, cfg.trainer, augment_settings(cfg)), build
+
+
 def train(cfg: DictConfig) -> dict:
     check_settings(cfg)
     data_dir, output_dir = Path(cfg.data_dir), Path(cfg.output_dir)
     x_train, y_train = load_split(data_dir, "train")
     x_val, y_val = load_split(data_dir, "val")
     x_test, y_test = load_split(data_dir, "test")
-    augment_params = {k: float(cfg.augment[k]) for k in AUGMENT_KEYS}
-
-    training.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
-    model = instantiate(cfg.model, _convert_="all")  # a bad model config fails here, before any run
-    training.compile_model(model, cfg.optimizer)
-    train_ds = training.train_dataset(x_train, y_train, cfg.trainer, augment_params)
+    augment_params = augment_settings(cfg)
+    model, train_ds, build = prepare_fit(cfg, x_train, y_train)  # a bad model config fails here, before any run
     val_ds = training.eval_dataset(x_val, y_val)
 
     tracking.setup(cfg.tracking)
@@ -145,6 +168,7 @@ def train(cfg: DictConfig) -> dict:
             }
             curves = plots.training_curves(record["history"], staging / "training_curves.png", title=cfg.variant)
             tracking.log_file(curves)
+            model = training.float32_copy(model, build)
             model_uri = tracking.log_keras_model(model, x_val[:1], step=best.best_epoch or 0)
             model.save(staging / "model.keras")
             (staging / "history.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline import report, tracking
+from mnist_pipeline.evaluate import write_probabilities
 from mnist_pipeline.stage import CONF_DIR
 from tests.helpers import run_module
 
@@ -95,7 +96,19 @@ def fake_variant(root, name, val_accuracy, test_accuracy, store):
     (folder / "run.json").write_text(json.dumps({"run_id": run.info.run_id, "model_uri": uri}))
     (root / "metrics").mkdir(exist_ok=True)
     (root / "metrics" / f"{name}.json").write_text(json.dumps({"test_accuracy": test_accuracy, "test_loss": 0.2}))
+    labels = np.arange(200) % 10
+    write_probabilities(root / "probabilities" / f"{name}.npz",
+                        val=(confident(labels, val_accuracy), labels), test=(confident(labels, test_accuracy), labels))
     return uri
+
+
+def confident(labels, accuracy):
+    """Probabilities with that accuracy: 0.9 on the true label for the first images, else on the next digit."""
+    right = np.arange(len(labels)) < round(accuracy * len(labels))
+    predicted = np.where(right, labels, (labels + 1) % 10)
+    probs = np.full((len(labels), 10), 0.1 / 9, np.float32)
+    probs[np.arange(len(labels)), predicted] = 0.9
+    return probs
 
 
 def run_report(root, store, variants):
@@ -103,6 +116,7 @@ def run_report(root, store, variants):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("report", overrides=[f"params_file={root / 'params.yaml'}", f"models_dir={root / 'models'}",
                                            f"metrics_dir={root / 'metrics'}", f"reports_dir={root / 'reports'}",
+                                           f"probabilities_dir={root / 'probabilities'}",
                                            f"tracking.tracking_uri={store}"])
     return report.report(cfg)
 
@@ -123,6 +137,15 @@ def test_champion_is_chosen_on_validation_and_the_alias_moves(tmp_path, monkeypa
     md = (tmp_path / "reports" / "leaderboard.md").read_text()
     assert "| **a** (champion) | 7,850 | 2 | 4 | 0.9900 | 0.9000 | 0.2000 |" in md
     assert (tmp_path / "reports" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+    # The ensemble: k chosen on validation among the top variants by validation accuracy, scored on test.
+    combined = board["ensemble"]
+    assert combined["members"] == ["a", "b"][: combined["k"]] and len(combined["val_accuracy_by_k"]) == 2
+    assert combined["val_accuracy_by_k"][0] == pytest.approx(0.99)  # a alone
+    member_probs = [np.load(tmp_path / "probabilities" / f"{m}.npz") for m in combined["members"]]
+    average = np.mean([p["test_probs"] for p in member_probs], axis=0)
+    assert combined["test_accuracy"] == pytest.approx(np.mean(average.argmax(1) == member_probs[0]["test_labels"]))
+    assert f"| ensemble of top {combined['k']} |" in md
 
     assert run_report(tmp_path, store, ["a", "b"])["champion"]["version"] == 1  # unchanged: no new version
 

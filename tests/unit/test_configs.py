@@ -14,6 +14,7 @@ PARAM_COUNTS = {
     "shallow_cnn": 167_114,
     "deep_cnn": 829_354,
     "cnn_dnn": 138_506,
+    "bn_cnn": 326_826,
 }
 MLP_VARIANTS = [  # the small-MLP notebook's other settings, as overrides
     (["model.hidden=[64,64]"], 55_050),

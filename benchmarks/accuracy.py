@@ -1,0 +1,99 @@
+"""Test accuracy and training time of train-stage setups over several seeds.
+
+    python benchmarks/accuracy.py --name best --seeds 1 2 3 -- experiment=best
+    python benchmarks/accuracy.py --name shallow_cnn-none --seeds 1 2 3 -- model=shallow_cnn trainer.epochs=10
+
+Each seed is one real `python -m mnist_pipeline.train <overrides> trainer.seed=<seed>` on data/prepared/
+(`dvc repro prepare` first), logged to a throwaway MLflow store so the project's mlruns/ stays clean. The
+model it saves (the best epoch by validation loss) is scored on the 10,000 test images; training time is
+the sum of the per-epoch wall times the run recorded (model.fit's epochs, validation included).
+Appends to benchmarks/accuracy.json (one entry per name, replaced on rerun) and rewrites the accuracy
+section of benchmarks/results.md from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import report_md  # noqa: E402 - benchmarks/ is a folder of scripts, not a package
+
+
+def run_seed(overrides: list[str], seed: int, workdir: Path) -> dict:
+    out = workdir / f"seed{seed}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.train", *overrides, f"trainer.seed={seed}", f"output_dir={out}",
+         f"hydra.run.dir={workdir / f'hydra{seed}'}"],
+        cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"training with seed {seed} failed:\n{proc.stderr[-4000:]}")
+    history = json.loads((out / "history.json").read_text())
+    return {"seed": seed, "test_accuracy": test_accuracy(out / "model.keras"),
+            "train_seconds": sum(history["history"]["epoch_seconds"]), "epochs": history["epochs_run"],
+            "best_epoch": history["best_epoch"],
+            "val_accuracy": history["history"]["val_accuracy"][history["best_epoch"] or 0],
+            "params": history["params"]}
+
+
+def test_accuracy(model_path: Path) -> float:
+    import keras
+    import numpy as np
+
+    from mnist_pipeline.data.prepared import load_split
+
+    x, y = load_split(ROOT / "data" / "prepared", "test")
+    probs = keras.saving.load_model(model_path).predict(x, batch_size=1024, verbose=0)
+    return float(np.mean(np.argmax(probs, axis=1) == y))
+
+
+def markdown(entries: dict) -> str:
+    lines = ["| setup | overrides | seed: test accuracy (training s) | mean test accuracy | mean training s |",
+             "|---|---|---|---:|---:|"]
+    for name, entry in entries.items():
+        runs = entry["runs"]
+        per_seed = "; ".join(f"{r['seed']}: {100 * r['test_accuracy']:.2f}% ({r['train_seconds']:.0f})" for r in runs)
+        lines.append(f"| {name} | `{' '.join(entry['overrides'])}` | {per_seed} "
+                     f"| **{100 * statistics.mean(r['test_accuracy'] for r in runs):.2f}%** "
+                     f"| {statistics.mean(r['train_seconds'] for r in runs):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--name", required=True, help="the row name in the results")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train stage (after --)")
+    args = parser.parse_args(argv)
+    if not (ROOT / "data" / "prepared" / "test.npz").is_file():
+        raise SystemExit("data/prepared/ not found: run `dvc repro prepare` first")
+
+    with tempfile.TemporaryDirectory(prefix="mnist-accuracy-") as tmp:
+        runs = []
+        for seed in args.seeds:
+            runs.append(run_seed(args.overrides, seed, Path(tmp)))
+            print(f"{args.name} seed {seed}: test accuracy {runs[-1]['test_accuracy']:.4f}, "
+                  f"training {runs[-1]['train_seconds']:.1f} s", flush=True)
+    store = args.out / "accuracy.json"
+    entries = json.loads(store.read_text())["entries"] if store.exists() else {}
+    entries[args.name] = {"overrides": args.overrides, "runs": runs, "machine": report_md.machine()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    store.write_text(json.dumps({"entries": entries}, indent=2) + "\n")
+    table = markdown(entries)
+    print(table)
+    report_md.write_section(args.out / "results.md", "accuracy", table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

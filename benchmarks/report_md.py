@@ -1,0 +1,51 @@
+"""benchmarks/results.md: the machine description plus one generated section per benchmark script.
+
+A script replaces only the text between its own `<!-- begin NAME -->` / `<!-- end NAME -->` markers, so
+the hand-written reading of the numbers around them stays.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+from pathlib import Path
+
+
+def machine() -> dict:
+    import keras
+    import tensorflow as tf
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"(?m)^model name\s*:\s*(.*)$", cpuinfo)
+    flags = set((re.search(r"(?m)^flags\s*:(.*)$", cpuinfo) or re.match("()", "")).group(1).split())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0
+    return {
+        "date": datetime.date.today().isoformat(),
+        "cpu": model.group(1).strip() if model else platform.processor(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory, 1),
+        "bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+        "avx512": "avx512f" in flags,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+
+
+def describe(m: dict) -> str:
+    return (f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']:.0f} GiB, AVX-512 {'yes' if m['avx512'] else 'no'}, "
+            f"native bf16 {'/'.join(m['bf16']) or 'no'}; Python {m['python']}, TensorFlow {m['tensorflow']}, "
+            f"Keras {m['keras']}; measured {m['date']}")
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    block = f"{begin}\n_Machine: {describe(machine())}._\n\n{body.rstrip()}\n{end}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + f"\n\n## {name}\n\n{block}\n"
+    path.write_text(text)

@@ -1,0 +1,77 @@
+"""The Keras side of training: precision choice, float32 export, the in-memory input pipeline, schedules."""
+
+import keras
+import numpy as np
+import pytest
+
+from mnist_pipeline import models, training
+
+TRAINER = {"batch_size": 4, "shuffle_buffer": 0, "seed": 3}
+NO_AUGMENT = dict.fromkeys(("rotation", "width_shift", "height_shift", "shear", "zoom"), 0.0)
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n\nprocessor\t: 1\nflags\t: fpu\n")
+    assert training.cpu_flags(cpuinfo) == {"fpu", "sse2", "avx512f", "avx512_bf16"}
+    assert training.cpu_flags(tmp_path / "missing") == set()
+
+
+@pytest.mark.parametrize(("name", "flags", "expected"), [
+    ("auto", {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+    ("auto", {"amx_bf16"}, "mixed_bfloat16"),
+    ("auto", {"avx512f", "avx2"}, "float32"),  # bf16 would be emulated: slower than float32
+    ("float32", {"avx512_bf16"}, "float32"),
+    ("mixed_bfloat16", set(), "mixed_bfloat16"),
+])
+def test_resolve_precision(name, flags, expected):
+    assert training.resolve_precision(name, flags) == expected
+
+
+def test_resolve_precision_rejects_unknown():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        training.resolve_precision("float16", set())
+
+
+def test_float32_copy_of_a_mixed_precision_model():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        def build():
+            return models.convnet("tiny", [{"filters": 4, "kernel": 3, "pool": True}], [8])
+
+        mixed = build()
+        assert mixed.layers[0].compute_dtype == "bfloat16" and mixed.layers[-1].compute_dtype == "float32"
+        copy = training.float32_copy(mixed, build)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert all(layer.compute_dtype == "float32" for layer in copy.layers)
+    for a, b in zip(mixed.get_weights(), copy.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(copy.predict(x, verbose=0), mixed.predict(x, verbose=0), atol=0.02)  # bf16 rounding
+
+
+def test_train_dataset_visits_every_image_once_per_epoch_in_a_new_order():
+    x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1) * np.ones((1, 28, 28, 1), np.float32)
+    y = np.arange(10, dtype=np.uint8)
+    ds = training.train_dataset(x, y, TRAINER, NO_AUGMENT)
+    epochs = [[(xb[:, 0, 0, 0].numpy(), yb.numpy()) for xb, yb in ds] for _ in range(2)]
+    for batches in epochs:
+        assert [len(yb) for _, yb in batches] == [4, 4, 2]
+        for xb, yb in batches:
+            np.testing.assert_array_equal(xb, yb)  # each image stays with its label
+        assert sorted(np.concatenate([yb for _, yb in batches]).tolist()) == list(range(10))
+    orders = [np.concatenate([yb for _, yb in batches]).tolist() for batches in epochs]
+    assert orders[0] != orders[1]  # reshuffled every epoch
+    again = [np.concatenate([yb.numpy() for _, yb in training.train_dataset(x, y, TRAINER, NO_AUGMENT)]).tolist()]
+    assert again[0] == orders[0]  # the same seed replays the same order
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    schedule = training.learning_rate({"lr": 0.01, "schedule": "cosine", "warmup_fraction": 0.1}, total_steps=100)
+    values = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
+    assert values[0] == 0.0 and values[1] == pytest.approx(0.005) and values[2] == pytest.approx(0.01)
+    assert values[3] == pytest.approx(0.005, rel=1e-3) and values[4] == pytest.approx(0.0, abs=1e-9)
+    assert training.learning_rate({"lr": 0.01, "schedule": "constant"}, total_steps=100) == 0.01
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
+        training.learning_rate({"lr": 0.01, "schedule": "step"}, total_steps=100)
