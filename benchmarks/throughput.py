@@ -197,7 +197,7 @@ def schedule(args) -> list[dict]:
             for augment in args.augments:
                 pair = [{"path": path, "arch": arch, "augment": augment, "repeat": repeat, "epochs": args.epochs,
                          "limit": args.limit, "overrides": args.pipeline_override}
-                        for path in ("pipeline", "notebook")]
+                        for path in args.paths]
                 specs += pair if repeat % 2 == 0 else pair[::-1]
     return specs
 
@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="use the first N training images (0: all)")
     parser.add_argument("--pipeline-override", action="append", default=[], metavar="KEY=VALUE",
                         help="a Hydra override for (a) only, to try other settings (repeatable)")
+    parser.add_argument("--paths", nargs="+", default=["pipeline", "notebook"], choices=["pipeline", "notebook"],
+                        help="measure only one side while exploring settings (the report needs both)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks", help="where results.json/.md go")
     args = parser.parse_args(argv)
     if args.child:
@@ -284,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         measurements.append(result)
         print(f"{spec['path']:>8} {spec['arch']:>12} {spec['augment']:>8}: {result['images_per_second']:8,.0f} img/s"
               f"  epochs {', '.join(f'{s:.1f}' for s in result['epoch_seconds'])} s", flush=True)
+    if len(args.paths) < 2:
+        return 0
     peak_after = run_child({"kind": "matmul", "n": MATMUL_N})["gflops"]  # bracket the run: drift shows here
     peak = {k: max(peak[k], peak_after[k]) for k in peak}
     rows = summarize(measurements, peak)

@@ -114,7 +114,8 @@ def random_affine(
     return apply_affine(images, matrices)
 
 
-def augment_dataset(dataset: tf.data.Dataset, seed: int, **params) -> tf.data.Dataset:
+def augment_dataset(dataset: tf.data.Dataset, seed: int, parallelism: int = tf.data.AUTOTUNE,
+                    **params) -> tf.data.Dataset:
     """Map random_affine over batches (images, labels), with a new seed per batch and per epoch.
 
     The seeds come from Dataset.random(seed), which rerandomizes on each new iteration (epoch) yet
@@ -128,7 +129,7 @@ def augment_dataset(dataset: tf.data.Dataset, seed: int, **params) -> tf.data.Da
         return random_affine(images, batch_seed, **params), labels
 
     return tf.data.Dataset.zip(dataset, seeds).map(
-        augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        augment, num_parallel_calls=parallelism, deterministic=True
     )
 
 

@@ -13,6 +13,7 @@ import tensorflow as tf
 from mnist_pipeline import augment
 
 EVAL_BATCH = 1024  # inference batch for validation: larger is faster and does not change the result
+PIPELINE_PARALLELISM = 2  # batches gathered/warped at once, and batches prefetched ahead of the model
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}  # the CPU multiplies bfloat16 natively
 
@@ -74,19 +75,27 @@ def train_dataset(x: np.ndarray, y: np.ndarray, trainer: Mapping, augment_params
 
     The arrays become two in-memory tensors once; only indices are shuffled, and each batch is gathered
     from the tensors in one op instead of passing 54,000 single images through tf.data every epoch.
+    Parallelism and prefetch are fixed, with tf.data's autotuner off: on a 2-core machine the autotuner
+    was measured to stall training for seconds at a time (benchmarks/results.md).
     """
     images, labels = tf.constant(x), tf.constant(y)
     buffer = trainer["shuffle_buffer"] or len(x)
     order = tf.data.Dataset.range(len(x)).shuffle(buffer, seed=trainer["seed"], reshuffle_each_iteration=True)
     ds = order.batch(trainer["batch_size"]).map(
-        lambda index: (tf.gather(images, index), tf.gather(labels, index)), num_parallel_calls=tf.data.AUTOTUNE)
+        lambda index: (tf.gather(images, index), tf.gather(labels, index)), num_parallel_calls=PIPELINE_PARALLELISM)
     if not augment.is_identity(augment_params):
-        ds = augment.augment_dataset(ds, trainer["seed"], **augment_params)
-    return ds.prefetch(tf.data.AUTOTUNE)
+        ds = augment.augment_dataset(ds, trainer["seed"], parallelism=PIPELINE_PARALLELISM, **augment_params)
+    return without_autotune(ds.prefetch(PIPELINE_PARALLELISM))
+
+
+def without_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def eval_dataset(x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(EVAL_BATCH).prefetch(tf.data.AUTOTUNE)
+    return without_autotune(tf.data.Dataset.from_tensor_slices((x, y)).batch(EVAL_BATCH).prefetch(1))
 
 
 def learning_rate(cfg: Mapping, total_steps: int):

@@ -64,6 +64,10 @@ def test_presets_carry_the_notebook_settings():
     dense = train_config("experiment=notebook_dense_3x500")
     assert (dense.trainer.batch_size, dense.trainer.shuffle_buffer, dense.trainer.epochs) == (500, 10_000, 10)
     assert train_config("experiment=notebook_cnn_dnn").trainer.batch_size == 100
+    for preset in (p.stem for p in (REPO / "conf/experiment").glob("notebook_*.yaml")):
+        cfg = train_config(f"experiment={preset}")  # the notebooks ran float32, Adam at Keras's constant 1e-3
+        assert cfg.trainer.precision == "float32" and cfg.optimizer.schedule == "constant", preset
+        assert cfg.optimizer.name == "sgd" or cfg.optimizer.lr == 0.001, preset
     # A command-line override still beats the preset.
     assert train_config("experiment=notebook_mlp", "trainer.epochs=3").trainer.epochs == 3
     assert train_config().variant == "shallow_cnn-none"

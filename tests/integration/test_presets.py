@@ -1,0 +1,38 @@
+"""The performance presets compose and train: one short epoch each through the real train stage.
+
+Their accuracy and speed are measured by benchmarks/accuracy.py (benchmarks/results.md), never here.
+"""
+
+import json
+
+import pytest
+
+from mnist_pipeline import training
+from tests.helpers import run_module
+from tests.integration.test_train_stage import client_for, store_env, train_args
+from tests.unit.test_configs import PARAM_COUNTS, train_config
+
+PRESETS = {  # preset: (model, augment)
+    "best": ("bn_cnn", "light"),
+    "fast": ("shallow_cnn", "none"),
+}
+
+
+@pytest.mark.parametrize(("preset", "expected"), PRESETS.items())
+def test_preset_composes_and_trains_one_epoch(preset, expected, tmp_path, small_prepared):
+    cfg = train_config(f"experiment={preset}")
+    assert (cfg.model.name, cfg.augment.name) == expected
+    assert cfg.trainer.precision == "auto" and cfg.optimizer.schedule == "cosine"
+
+    # 1,800 images at batch 256: 8 steps, enough to run every part of the preset once.
+    result = run_module("mnist_pipeline.train",
+                        *train_args(tmp_path, small_prepared, f"experiment={preset}", "trainer.epochs=1"),
+                        env=store_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert history["epochs_run"] == 1 and history["params"] == PARAM_COUNTS[expected[0]]
+    run = client_for(tmp_path).get_run(json.loads((tmp_path / "out" / "run.json").read_text())["run_id"])
+    assert run.info.run_name == f"{expected[0]}-{expected[1]}"
+    assert run.data.tags["precision"] == training.resolve_precision("auto")
+    assert run.data.params["trainer.epochs"] == "1"  # the command line beats the preset
+    assert run.data.params["optimizer.lr"] == str(cfg.optimizer.lr)
