@@ -7,8 +7,9 @@ Each seed is one real `python -m mnist_pipeline.train <overrides> trainer.seed=<
 (`dvc repro prepare` first), logged to a throwaway MLflow store so the project's mlruns/ stays clean. The
 model it saves (the best epoch by validation loss) is scored on the 10,000 test images; training time is
 the sum of the per-epoch wall times the run recorded (model.fit's epochs, validation included).
-Appends to benchmarks/accuracy.json (one entry per name, replaced on rerun) and rewrites the accuracy
-section of benchmarks/results.md from it.
+Stores the runs in benchmarks/accuracy.json under the name: a rerun with the same overrides adds or replaces
+only the seeds given (so seeds can be run in separate sessions), other overrides replace the entry. Then
+rewrites the accuracy section of benchmarks/results.md from it.
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"training {runs[-1]['train_seconds']:.1f} s", flush=True)
     store = args.out / "accuracy.json"
     entries = json.loads(store.read_text())["entries"] if store.exists() else {}
+    previous = entries.get(args.name, {})
+    if previous.get("overrides") == args.overrides:
+        runs = sorted([r for r in previous["runs"] if r["seed"] not in args.seeds] + runs, key=lambda r: r["seed"])
     entries[args.name] = {"overrides": args.overrides, "runs": runs, "machine": report_md.machine()}
     args.out.mkdir(parents=True, exist_ok=True)
     store.write_text(json.dumps({"entries": entries}, indent=2) + "\n")
