@@ -57,12 +57,23 @@ def test_accuracy(model_path: Path) -> float:
     return float(np.mean(np.argmax(probs, axis=1) == y))
 
 
+def machine_key(m: dict) -> str:
+    return f"{m['cpu']}, {m['cores']} cores, native bf16 {'/'.join(m['bf16']) or 'no'}"
+
+
 def markdown(entries: dict) -> str:
-    lines = ["| setup | overrides | seed: test accuracy (training s) | mean test accuracy | mean training s |",
+    """The table, with each seed's machine: seeds run in different sessions may have run on different CPUs."""
+    labels: dict[str, str] = {}
+    for entry in entries.values():
+        for run in entry["runs"]:
+            labels.setdefault(machine_key(run["machine"]), f"M{len(labels) + 1}")
+    lines = ["Machines: " + "; ".join(f"{label} = {k}" for k, label in labels.items()) + ".", "",
+             "| setup | overrides | seed: test accuracy (training s, machine) | mean test accuracy | mean training s |",
              "|---|---|---|---:|---:|"]
     for name, entry in entries.items():
         runs = entry["runs"]
-        per_seed = "; ".join(f"{r['seed']}: {100 * r['test_accuracy']:.2f}% ({r['train_seconds']:.0f})" for r in runs)
+        per_seed = "; ".join(f"{r['seed']}: {100 * r['test_accuracy']:.2f}% ({r['train_seconds']:.0f}, "
+                             f"{labels[machine_key(r['machine'])]})" for r in runs)
         lines.append(f"| {name} | `{' '.join(entry['overrides'])}` | {per_seed} "
                      f"| **{100 * statistics.mean(r['test_accuracy'] for r in runs):.2f}%** "
                      f"| {statistics.mean(r['train_seconds'] for r in runs):.0f} |")
@@ -82,20 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mnist-accuracy-") as tmp:
         runs = []
         for seed in args.seeds:
-            runs.append(run_seed(args.overrides, seed, Path(tmp)))
+            runs.append({**run_seed(args.overrides, seed, Path(tmp)), "machine": report_md.machine()})
             print(f"{args.name} seed {seed}: test accuracy {runs[-1]['test_accuracy']:.4f}, "
                   f"training {runs[-1]['train_seconds']:.1f} s", flush=True)
     store = args.out / "accuracy.json"
     entries = json.loads(store.read_text())["entries"] if store.exists() else {}
+    for entry in entries.values():  # older files kept one machine per entry, not per run
+        for run in entry["runs"]:
+            run.setdefault("machine", entry.get("machine"))
+        entry.pop("machine", None)
     previous = entries.get(args.name, {})
     if previous.get("overrides") == args.overrides:
         runs = sorted([r for r in previous["runs"] if r["seed"] not in args.seeds] + runs, key=lambda r: r["seed"])
-    entries[args.name] = {"overrides": args.overrides, "runs": runs, "machine": report_md.machine()}
+    entries[args.name] = {"overrides": args.overrides, "runs": runs}
     args.out.mkdir(parents=True, exist_ok=True)
     store.write_text(json.dumps({"entries": entries}, indent=2) + "\n")
     table = markdown(entries)
     print(table)
-    report_md.write_section(args.out / "results.md", "accuracy", table)
+    report_md.write_section(args.out / "results.md", "accuracy", table, machine_line=False)
     return 0
 
 

@@ -40,9 +40,11 @@ def describe(m: dict) -> str:
             f"Keras {m['keras']}; measured {m['date']}")
 
 
-def write_section(path: Path, name: str, body: str) -> None:
+def write_section(path: Path, name: str, body: str, machine_line: bool = True) -> None:
+    """machine_line=False when the body names its machines itself (results gathered across sessions)."""
     begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
-    block = f"{begin}\n_Machine: {describe(machine())}._\n\n{body.rstrip()}\n{end}"
+    header = f"_Machine: {describe(machine())}._\n\n" if machine_line else ""
+    block = f"{begin}\n{header}{body.rstrip()}\n{end}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if begin in text and end in text:
         text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)

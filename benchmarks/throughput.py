@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs < 1 or args.repeats < 1:
         raise SystemExit("--epochs and --repeats must be >= 1")
 
-    command = "python benchmarks/throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python benchmarks/throughput.py", *(sys.argv[1:] if argv is None else argv)])
     peak = run_child({"kind": "matmul", "n": MATMUL_N})["gflops"]
     print(f"matmul peak: float32 {peak['float32']:.0f} GFLOP/s, bfloat16 {peak['bfloat16']:.0f} GFLOP/s", flush=True)
     measurements = []
