@@ -23,7 +23,7 @@ def test_preset_composes_and_trains_one_epoch(preset, expected, tmp_path, small_
     cfg = train_config(f"experiment={preset}")
     assert (cfg.model.name, cfg.augment.name) == expected
     assert cfg.trainer.precision == "auto" and cfg.optimizer.schedule == "cosine"
-    assert cfg.optimizer.lr == 0.004  # the rate benchmarks/results.md measured the presets with, not the default
+    assert cfg.optimizer.lr == 0.004  # pinned: the rate benchmarks/results.md measured the presets with
 
     # 1,800 images at batch 256: 8 steps, enough to run every part of the preset once.
     result = run_module("mnist_pipeline.train",
