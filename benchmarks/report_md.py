@@ -17,16 +17,18 @@ def machine() -> dict:
     import keras
     import tensorflow as tf
 
+    from mnist_pipeline.training import BF16_CPU_FLAGS, cpu_flags
+
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"(?m)^model name\s*:\s*(.*)$", cpuinfo)
-    flags = set((re.search(r"(?m)^flags\s*:(.*)$", cpuinfo) or re.match("()", "")).group(1).split())
+    flags = cpu_flags()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0
     return {
         "date": datetime.date.today().isoformat(),
         "cpu": model.group(1).strip() if model else platform.processor(),
         "cores": os.cpu_count(),
         "memory_gib": round(memory, 1),
-        "bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+        "bf16": sorted(flags & BF16_CPU_FLAGS),
         "avx512": "avx512f" in flags,
         "python": platform.python_version(),
         "tensorflow": tf.__version__,

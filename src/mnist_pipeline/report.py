@@ -146,9 +146,10 @@ def report(cfg: DictConfig) -> dict:
                "ensemble": combined}
     with atomic_dir(Path(cfg.reports_dir)) as staging:
         (staging / "leaderboard.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (staging / "leaderboard.md").write_text(markdown(rows, champion, version, combined))
+        text = markdown(rows, champion, version, combined)
+        (staging / "leaderboard.md").write_text(text)
         plots.comparison([*rows, combined], curves, staging / "comparison.png")
-    print(markdown(rows, champion, version, combined))
+    print(text)
     return summary
 
 
