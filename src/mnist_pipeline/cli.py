@@ -1,8 +1,12 @@
-"""The `mnist-pipeline` console script: `mnist-pipeline predict IMAGE [IMAGE ...]`.
+"""The `mnist-pipeline` console script.
 
-Exit codes: 0 every file was predicted, 1 some file could not be read (the others are still predicted),
-2 usage error or the model cannot be loaded. TensorFlow and MLflow are imported only once a command runs,
-so `--help` and usage errors answer at once.
+    mnist-pipeline predict IMAGE [IMAGE ...]      # classify pictures with the champion (or --model URI)
+    mnist-pipeline registry                       # the registered versions, their tags, the alias holder
+    mnist-pipeline registry rollback VERSION      # move the champion alias back to an earlier version
+
+predict's exit codes: 0 every file was predicted, 1 some file could not be read (the others are still
+predicted), 2 usage error or the model cannot be loaded. registry exits 1 on a store or registry error.
+TensorFlow and MLflow are imported only once a command runs, so `--help` and usage errors answer at once.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-DEFAULT_MODEL = "models:/mnist-classifier@champion"
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+REGISTERED_MODEL, ALIAS = "mnist-classifier", "champion"  # as in conf/report.yaml
+DEFAULT_MODEL = f"models:/{REGISTERED_MODEL}@{ALIAS}"
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # relative: the project's mlruns/, from any folder
 
 
 def _top(value: str) -> int:
@@ -38,13 +43,35 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE", type=Path, help="a PNG/JPEG picture or an .npy array")
     predict.add_argument("--model", default=DEFAULT_MODEL, metavar="URI",
                          help="MLflow model URI (default: %(default)s)")
-    predict.add_argument("--tracking-uri", metavar="URI",
-                         help="MLflow store holding the model "
-                              f"(default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})")
+    _tracking_option(predict)
     predict.add_argument("--top", type=_top, default=3, metavar="K",
                          help="how many of the most likely digits to list (default: %(default)s)")
     predict.set_defaults(run=predict_command)
+
+    registry = commands.add_parser(
+        "registry", help="list the registered model's versions, or roll the champion alias back",
+        description="Without an action: every version of the registered model with its tags (variant, "
+                    "validation and test accuracy, data hash, git commit, DVC experiment); * marks the alias "
+                    "holder. `rollback VERSION` moves the alias to that earlier version.")
+    registry.add_argument("action", nargs="?", choices=("list", "rollback"), default="list")
+    registry.add_argument("version", nargs="?", type=int, metavar="VERSION", help="for rollback: the version")
+    registry.add_argument("--name", default=REGISTERED_MODEL, help="registered model (default: %(default)s)")
+    registry.add_argument("--alias", default=ALIAS, help="alias (default: %(default)s)")
+    _tracking_option(registry)
+    registry.set_defaults(run=registry_command)
     return parser
+
+
+def _tracking_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help=f"MLflow store (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})")
+
+
+def _open_store(args: argparse.Namespace) -> None:
+    """Point MLflow at the store the user asked for; raises TrackingError if a SQLite store is missing."""
+    from mnist_pipeline.tracking import store
+
+    store.use(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
 
 def format_prediction(name: str, probs, top: int) -> str:
@@ -57,17 +84,13 @@ def format_prediction(name: str, probs, top: int) -> str:
 def predict_command(args: argparse.Namespace) -> int:
     from mnist_pipeline.errors import PipelineError
 
-    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    store = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else None
-    if store is not None and not Path(store).is_file():  # SQLite would silently create an empty store here
-        print(f"error: no MLflow store at {store}: run the pipeline first, or pass --tracking-uri "
-              "(or set MLFLOW_TRACKING_URI)", file=sys.stderr)
-        return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices are not for users
-    from mnist_pipeline import images, tracking
-
     try:
-        predict = tracking.load_predictor(args.model, tracking_uri)
+        _open_store(args)
+        from mnist_pipeline import images
+        from mnist_pipeline.tracking import logged_models
+
+        predict = logged_models.load_predictor(args.model)
     except (PipelineError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -91,6 +114,73 @@ def predict_command(args: argparse.Namespace) -> int:
         for name, p in zip(names, probs.tolist()):
             print(format_prediction(name, p, args.top))
     return 1 if failed else 0
+
+
+def registry_command(args: argparse.Namespace) -> int:
+    from mnist_pipeline.errors import PipelineError
+
+    try:
+        _open_store(args)
+        from mnist_pipeline.tracking import registry
+
+        if args.action == "rollback":
+            return _rollback(registry, args)
+        versions = registry.versions(args.name)
+        held = registry.holder(args.name, args.alias)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not versions:
+        print(f"no versions of {args.name} registered yet: run the pipeline (dvc repro)")
+        return 0
+    print(format_versions(versions, args.alias, held.number if held else None))
+    return 0
+
+
+VERSION_COLUMNS = (("version", 7), ("variant", 22), ("val acc", 8), ("test acc", 8), ("data", 12),
+                   ("commit", 10), ("dvc exp", 16))
+
+
+def format_versions(versions, alias: str, holder: int | None) -> str:
+    """One line per version; `*` marks the one `alias` points to (version `holder`)."""
+
+    def cell(value: str, width: int) -> str:
+        return value if len(value) <= width else value[: width - 1] + "~"
+
+    def accuracy(text: str | None) -> str:
+        try:
+            return f"{float(text):.4f}"
+        except (TypeError, ValueError):
+            return "-"
+
+    lines = ["  " + " ".join(f"{name:<{width}}" for name, width in VERSION_COLUMNS)]
+    for v in versions:
+        t = v.tags
+        values = (f"v{v.number}", t.get("variant", "-"), accuracy(t.get("val_accuracy")),
+                  accuracy(t.get("test_accuracy")), t.get("data.sha256", "-")[:12] or "-",
+                  t.get("git.commit", "-")[:10] or "-", t.get("dvc.exp") or "-")
+        mark = "*" if v.number == holder else " "
+        lines.append(f"{mark} " + " ".join(f"{cell(x, w):<{w}}" for x, (_, w) in zip(values, VERSION_COLUMNS)))
+    lines.append(f"* = @{alias}")
+    return "\n".join(lines)
+
+
+def _rollback(registry, args: argparse.Namespace) -> int:
+    if args.version is None:
+        print("error: rollback needs the VERSION to move the alias to (see `mnist-pipeline registry`)",
+              file=sys.stderr)
+        return 2
+    versions = {v.number: v for v in registry.versions(args.name)}
+    target = versions.get(args.version)
+    if target is None:
+        listed = ", ".join(f"v{n}" for n in versions) or "none"
+        print(f"error: {args.name} has no version {args.version} (registered: {listed})", file=sys.stderr)
+        return 1
+    before = registry.holder(args.name, args.alias)
+    registry.set_alias(args.name, args.alias, target.number)
+    was = f"v{before.number} {before.tags.get('variant', '?')}" if before else "no version"
+    print(f"@{args.alias}: v{target.number} {target.tags.get('variant', '?')} (was {was})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from mnist_pipeline import metrics, plots, tracking, validate
+from mnist_pipeline import metrics, plots, validate
 from mnist_pipeline.atomic import atomic_file
 from mnist_pipeline.data.prepared import load_split
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.stage import hydra_stage
+from mnist_pipeline.tracking import runs, store
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def evaluate(cfg: DictConfig) -> dict:
         for key in ("precision", "recall", "f1"):
             logged[f"test_{key}_{row['class']}"] = row[key]
 
-    tracking.setup(cfg.tracking)
+    store.setup(cfg.tracking)
     with tempfile.TemporaryDirectory() as tmp:
         figures = [
             plots.confusion_matrix(np.array(summary["confusion_matrix"]), Path(tmp) / "confusion_matrix.png",
@@ -102,7 +103,7 @@ def evaluate(cfg: DictConfig) -> dict:
         evaluation = {"variant": variant, **test_metrics, "per_class": summary["per_class"],
                       "confusion_matrix": summary["confusion_matrix"]}
         (Path(tmp) / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
-        tracking.log_to_run(run_info["run_id"], logged, [*figures, Path(tmp) / "evaluation.json"], "test")
+        runs.log_to_run(run_info["run_id"], logged, [*figures, Path(tmp) / "evaluation.json"], "test")
         figure_dir = plots_dir / "figures" / variant
         figure_dir.mkdir(parents=True, exist_ok=True)
         for figure in figures:

@@ -1,15 +1,18 @@
-"""The `report` stage: a leaderboard of every variant, a comparison chart, and the champion registered.
+"""The `report` stage: a leaderboard of every variant, a comparison chart, and the champion gate.
 
     python -m mnist_pipeline.report
 
-The champion is the variant with the highest validation accuracy (ties: lower validation loss). The
+The best variant is the one with the highest validation accuracy (ties: lower validation loss). The
 test set only ever reports: choosing by it would make its accuracy an optimistic, selected number.
 The leaderboard also scores an ensemble: the average probabilities of the top-k variants by validation
-accuracy, with k chosen on validation too.
+accuracy, with k chosen on validation too. The best variant then challenges the registered champion
+(champion.py decides; the registry alias moves only if it wins).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 from pathlib import Path
@@ -18,11 +21,13 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig
 
-from mnist_pipeline import ensemble, plots, tracking, validate
+from mnist_pipeline import champion, ensemble, plots, validate
 from mnist_pipeline.atomic import atomic_dir
+from mnist_pipeline.data.prepared import data_hash, load_metadata, load_split
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.evaluate import read_json, read_probabilities
 from mnist_pipeline.stage import hydra_stage
+from mnist_pipeline.tracking import logged_models, registry, runs, store
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,7 @@ def leaderboard_row(variant: str, models_dir: Path, metrics_dir: Path) -> dict:
     }
 
 
-def pick_champion(rows: list[dict]) -> dict:
+def pick_best(rows: list[dict]) -> dict:
     """Highest validation accuracy, then lowest validation loss: never the test set."""
     return max(rows, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
 
@@ -98,21 +103,21 @@ def ensemble_row(rows: list[dict], probabilities_dir: Path, max_k: int) -> dict:
     }
 
 
-def markdown(rows: list[dict], champion: dict, version: int | None, combined: dict) -> str:
+def markdown(rows: list[dict], best: dict, decision: dict, combined: dict) -> str:
     lines = ["# Leaderboard", "",
-             "Sorted by validation accuracy; the champion is chosen on validation, never on test.", "",
+             "Sorted by validation accuracy; the best variant is chosen on validation, never on test.", "",
              "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
              "|" + "|".join("---" if k in ("variant", "run_id") else "---:" for k, _, _ in COLUMNS) + "|"]
     for row in rows:
         cells = [fmt.format(row[key]) for key, _, fmt in COLUMNS]
-        if row is champion:
-            cells[0] = f"**{cells[0]}** (champion)"
+        if row is best:
+            cells[0] = f"**{cells[0]}** (best)"
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("| " + " | ".join(fmt.format(combined[key]) if key != "run_id" else "-"
                                     for key, _, fmt in COLUMNS) + " |")
-    registered = f", registered as version {version}" if version is not None else ""
-    lines += ["", f"Champion: `{champion['variant']}` (validation accuracy {champion['val_accuracy']:.4f}, "
-                  f"test accuracy {champion['test_accuracy']:.4f}){registered}.", "",
+    lines += ["", f"Best variant: `{best['variant']}` (validation accuracy {best['val_accuracy']:.4f}, "
+                  f"test accuracy {best['test_accuracy']:.4f}).", "",
+              f"Registry: {decision['line']}.", "",
               f"Ensemble: the average of the probabilities of the top {combined['k']} variants by validation "
               f"accuracy ({', '.join(f'`{m}`' for m in combined['members'])}), k chosen on validation accuracy "
               "(by k: " + ", ".join(f"{a:.4f}" for a in combined["val_accuracy_by_k"]) + "); "
@@ -120,33 +125,84 @@ def markdown(rows: list[dict], champion: dict, version: int | None, combined: di
     return "\n".join(lines)
 
 
+def val_accuracy_of(model_uri: str, data_dir: Path) -> float:
+    """A registered model's accuracy on this pipeline's validation split."""
+    x_val, y_val = load_split(data_dir, "val")
+    predict = logged_models.load_predictor(model_uri)
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras's progress bar
+        probs = predict(x_val)
+    return float(np.mean(np.argmax(probs, axis=1) == y_val))
+
+
+def gate_champion(cfg: DictConfig, best: dict, data_dir: Path) -> dict:
+    """Let the best variant challenge the registry's champion; register and move the alias if it wins."""
+    name, alias, margin = cfg.registry.model_name, cfg.registry.alias, float(cfg.registry.margin)
+    challenger = champion.Challenger(best["variant"], best["val_accuracy"], best["model_uri"],
+                                     data_hash(data_dir), int(load_metadata(data_dir)["settings"]["limit"]))
+    store.setup(cfg.tracking)
+    held = registry.holder(name, alias)
+    current = None if held is None else champion.Current(
+        held.number, held.tags.get("variant", "?"), held.source, _number(held.tags.get("val_accuracy")),
+        held.tags.get("data.sha256", ""), held.uri)
+    decision = champion.decide(challenger, current, margin, score=lambda uri: val_accuracy_of(uri, data_dir))
+    registered = None
+    if decision.promote:
+        trained = runs.run_tags(best["run_id"])
+        registered = registry.register(best["model_uri"], name, {
+            "variant": best["variant"], "val_accuracy": repr(best["val_accuracy"]),
+            "test_accuracy": repr(best["test_accuracy"]), "data.sha256": challenger.data_hash,
+            "data.limit": str(challenger.limit), "git.commit": trained.get("git.commit", ""),
+            "dvc.exp": trained.get("dvc.exp", ""), "run_id": best["run_id"]}).number
+        registry.set_alias(name, alias, registered)
+    line = decision.line(challenger, current, margin, registered)
+    log.info("%s", line)
+    holder_now = registered if decision.promote else (current.number if current else None)
+    return {"model": name, "alias": alias, "action": decision.action, "line": line, "margin": margin,
+            "version": holder_now, "variant": best["variant"] if decision.promote else (current and current.variant),
+            "champion_val_accuracy": decision.champion_val, "rescored": decision.rescored,
+            "challenger": {"variant": best["variant"], "val_accuracy": best["val_accuracy"],
+                           "model_uri": best["model_uri"], "data_sha256": challenger.data_hash,
+                           "data_limit": challenger.limit}}
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def summary_metrics(best: dict, decision: dict, combined: dict) -> dict:
+    """A few flat figures for `dvc exp show` / `dvc metrics show` (the per-variant files hold the rest)."""
+    return {"best_variant": best["variant"], "best_val_accuracy": best["val_accuracy"],
+            "best_test_accuracy": best["test_accuracy"], "ensemble_k": combined["k"],
+            "ensemble_test_accuracy": combined["test_accuracy"], "champion": decision["action"],
+            "champion_version": decision["version"]}
+
+
 def report(cfg: DictConfig) -> dict:
+    validate.integer(cfg, "ensemble.max_k", minimum=0)
+    validate.boolean(cfg, "registry.enabled")
+    validate.number(cfg, "registry.margin", at_least=0.0, below=1.0)
     models_dir, metrics_dir = Path(cfg.models_dir), Path(cfg.metrics_dir)
     variants = variant_names(Path(cfg.params_file))
     rows = sorted((leaderboard_row(v, models_dir, metrics_dir) for v in variants),
                   key=lambda r: (-r["val_accuracy"], r["val_loss"]))
-    champion = pick_champion(rows)
-    validate.integer(cfg, "ensemble.max_k", minimum=0)
+    best = pick_best(rows)
     combined = ensemble_row(rows, Path(cfg.probabilities_dir), cfg.ensemble.max_k)
     curves = {v: read_json(models_dir / v / "history.json", "")["history"]["val_accuracy"] for v in variants}
 
-    version = None
     if cfg.registry.enabled:
-        tracking.setup(cfg.tracking)
-        version = tracking.register_champion(
-            champion["model_uri"], cfg.registry.model_name, cfg.registry.alias,
-            {"variant": champion["variant"], "run_id": champion["run_id"],
-             "val_accuracy": f"{champion['val_accuracy']:.4f}"})
-        log.info("%s@%s -> version %s (%s)", cfg.registry.model_name, cfg.registry.alias, version,
-                 champion["variant"])
+        decision = gate_champion(cfg, best, Path(cfg.data_dir))
+    else:
+        decision = {"action": "disabled", "version": None, "line": "champion not registered (registry.enabled=false)"}
 
-    summary = {"champion": {**champion, "registered_model": cfg.registry.model_name if version else None,
-                            "version": version},
-               "selection": "max validation accuracy, then min validation loss", "variants": rows,
-               "ensemble": combined}
+    summary = {"best": best, "selection": "max validation accuracy, then min validation loss",
+               "registry": decision, "variants": rows, "ensemble": combined}
     with atomic_dir(Path(cfg.reports_dir)) as staging:
         (staging / "leaderboard.json").write_text(json.dumps(summary, indent=2) + "\n")
-        text = markdown(rows, champion, version, combined)
+        (staging / "summary.json").write_text(json.dumps(summary_metrics(best, decision, combined), indent=2) + "\n")
+        text = markdown(rows, best, decision, combined)
         (staging / "leaderboard.md").write_text(text)
         plots.comparison([*rows, combined], curves, staging / "comparison.png")
     print(text)

@@ -6,15 +6,14 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from mnist_pipeline.errors import PipelineError, Terminated
+from mnist_pipeline import workspace
 
-# conf/ lives at the top of the repository (the package is installed in editable mode from it).
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONF_DIR = str(workspace.CONF_DIR)  # the workspace's conf/: a DVC experiment runs its own config
 
 log = logging.getLogger(__name__)
 

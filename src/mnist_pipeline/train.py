@@ -9,7 +9,6 @@ run id that the evaluate stage logs into). The folder appears only when training
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -23,10 +22,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_pipeline import augment, plots, tracking, training, validate
+from mnist_pipeline import augment, plots, training, validate, workspace
 from mnist_pipeline.atomic import atomic_dir
-from mnist_pipeline.data.prepared import load_split
+from mnist_pipeline.data.prepared import data_hash, load_split
 from mnist_pipeline.stage import hydra_stage
+from mnist_pipeline.tracking import logged_models, runs, store
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +70,6 @@ def _git(*args: str) -> str:
         return ""
 
 
-def data_hash(data_dir: Path) -> str:
-    """sha256 over the prepared files (names and contents), to tie a run to the exact data it saw."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(data_dir).iterdir() if p.is_file()):
-        digest.update(path.name.encode())
-        with open(path, "rb") as f:
-            digest.update(hashlib.file_digest(f, "sha256").digest())
-    return digest.hexdigest()
-
-
 def run_tags(cfg: DictConfig) -> dict[str, str]:
     import keras
     import tensorflow as tf
@@ -90,7 +80,9 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
         "data.sha256": data_hash(Path(cfg.data_dir)),
         "dvc.stage": os.environ.get("DVC_STAGE", ""),
+        "dvc.exp": workspace.dvc_experiment(),  # the MLflow UI filters one experiment's runs by it
         "precision": training.resolve_precision(cfg.trainer.precision),  # what `auto` chose on this CPU
+        "threads": training.thread_pools(),  # split between a parallel launcher's jobs
         "tensorflow.version": tf.__version__,
         "keras.version": keras.__version__,
     }
@@ -101,6 +93,18 @@ def hydra_overrides() -> list[str]:
         return list(HydraConfig.get().overrides.task)
     except ValueError:  # not inside a Hydra app (e.g. called from a test)
         return []
+
+
+def concurrent_jobs() -> int:
+    """How many jobs Hydra's launcher runs at once: the joblib launcher's n_jobs (joblib's -1 is one per
+    core, -2 all but one), 1 for a single run or the basic launcher."""
+    try:
+        n_jobs = HydraConfig.get().launcher.get("n_jobs")
+    except ValueError:  # not inside a Hydra app
+        return 1
+    if not isinstance(n_jobs, int) or n_jobs == 0:
+        return 1
+    return n_jobs if n_jobs > 0 else max(1, training.cores() + 1 + n_jobs)
 
 
 def print_first_prediction(model, x_test: np.ndarray, y_test: np.ndarray) -> None:
@@ -115,11 +119,12 @@ def augment_settings(cfg: DictConfig) -> dict[str, float]:
     return {k: float(cfg.augment[k]) for k in AUGMENT_KEYS}
 
 
-def prepare_fit(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray):
+def prepare_fit(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray, jobs: int = 1):
     """The pipeline's training path up to `model.fit`: runtime settings, seeds, the compiled model and the
     training dataset. Returns (model, dataset, build), `build()` making a fresh model of the same config.
-    The benchmarks call this too, so they measure exactly what the train stage runs."""
-    training.configure_runtime(cfg.trainer)
+    `jobs`: trainings running at once (their threads are split). The benchmarks call this too, so they
+    measure exactly what the train stage runs."""
+    training.configure_runtime(cfg.trainer, jobs)
     training.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
 
     def build():
@@ -137,26 +142,27 @@ def train(cfg: DictConfig) -> dict:
     x_val, y_val = load_split(data_dir, "val")
     x_test, y_test = load_split(data_dir, "test")
     augment_params = augment_settings(cfg)
-    model, train_ds, build = prepare_fit(cfg, x_train, y_train)  # a bad model config fails here, before any run
+    # a bad model config fails here, before any run
+    model, train_ds, build = prepare_fit(cfg, x_train, y_train, jobs=concurrent_jobs())
     val_ds = training.eval_dataset(x_val, y_val)
 
-    tracking.setup(cfg.tracking)
+    store.setup(cfg.tracking)
     with atomic_dir(output_dir) as staging:
-        with tracking.training_run(cfg.variant, cfg, run_tags(cfg)) as run:
-            tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-            tracking.log_text("\n".join(hydra_overrides()) + "\n", "overrides.txt")
+        with runs.training_run(cfg.variant, cfg, run_tags(cfg)) as run:
+            runs.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            runs.log_text("\n".join(hydra_overrides()) + "\n", "overrides.txt")
             summary: list[str] = []
             model.summary(print_fn=lambda line, **_: summary.append(line))
-            tracking.log_text("\n".join(summary) + "\n", "model_summary.txt")
+            runs.log_text("\n".join(summary) + "\n", "model_summary.txt")
             if not augment.is_identity(augment_params):
                 grid = augment.preview_grid(x_train[:8], staging / "augmented_samples.png",
                                             seed=cfg.trainer.seed, **augment_params)
-                tracking.log_file(grid)
+                runs.log_file(grid)
 
             best, extra_callbacks = training.callbacks(cfg.trainer)
             history = model.fit(
                 train_ds, validation_data=val_ds, epochs=cfg.trainer.epochs, shuffle=False,  # train_ds shuffles
-                callbacks=[tracking.EpochMetrics(), *extra_callbacks],
+                callbacks=[runs.EpochMetrics(), *extra_callbacks],
                 verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
             )
             record = {
@@ -167,15 +173,15 @@ def train(cfg: DictConfig) -> dict:
                 "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
             }
             curves = plots.training_curves(record["history"], staging / "training_curves.png", title=cfg.variant)
-            tracking.log_file(curves)
+            runs.log_file(curves)
             model = training.float32_copy(model, build)
-            model_uri = tracking.log_keras_model(model, x_val[:1], step=best.best_epoch or 0)
+            model_uri = logged_models.log_keras_model(model, x_val[:1], step=best.best_epoch or 0)
             model.save(staging / "model.keras")
             (staging / "history.json").write_text(json.dumps(record, indent=2) + "\n")
             (staging / "run.json").write_text(json.dumps({
                 "run_id": run.info.run_id,
                 "experiment_id": run.info.experiment_id,
-                "tracking_uri": tracking.tracking_uri(cfg.tracking),
+                "tracking_uri": store.tracking_uri(cfg.tracking),
                 "model_uri": model_uri,
                 "variant": cfg.variant,
             }, indent=2) + "\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -12,6 +14,7 @@ import tensorflow as tf
 
 from mnist_pipeline import augment
 
+log = logging.getLogger(__name__)
 EVAL_BATCH = 1024  # inference batch for validation: larger is faster and does not change the result
 PIPELINE_PARALLELISM = 2  # batches gathered/warped at once, and batches prefetched ahead of the model
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
@@ -37,17 +40,53 @@ def resolve_precision(name: str, flags: set[str] | None = None) -> str:
     return "mixed_bfloat16" if BF16_CPU_FLAGS & (cpu_flags() if flags is None else flags) else "float32"
 
 
-def configure_runtime(trainer: Mapping) -> str:
-    """Thread pools and the Keras dtype policy; returns the precision used.
+def cores() -> int:
+    """CPU cores this process may use (its affinity, e.g. under taskset or a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def thread_counts(threads: Mapping, jobs: int = 1, available: int | None = None) -> tuple[int, int]:
+    """(intra_op, inter_op) for one of `jobs` trainings running at once. 0 means TensorFlow's default, every
+    core, which is right for one job; with several, each gets an equal share of the cores (at least one),
+    so they do not oversubscribe them. Explicit values are kept as set."""
+    share = max(1, (available or cores()) // max(1, jobs))
+    auto = share if jobs > 1 else 0
+    return threads["intra_op"] or auto, threads["inter_op"] or auto
+
+
+def _set_threads(intra_op: int, inter_op: int) -> None:
+    pools = (("intra_op", intra_op, tf.config.threading.get_intra_op_parallelism_threads,
+              tf.config.threading.set_intra_op_parallelism_threads),
+             ("inter_op", inter_op, tf.config.threading.get_inter_op_parallelism_threads,
+              tf.config.threading.set_inter_op_parallelism_threads))
+    for name, wanted, get, put in pools:
+        if not wanted or get() == wanted:
+            continue
+        try:
+            put(wanted)
+        except RuntimeError:  # TensorFlow already ran in this process: a launcher worker reused for a new job
+            log.warning("trainer.threads.%s=%d not applied: this process already fixed TensorFlow's pool at %d",
+                        name, wanted, get())
+
+
+def thread_pools() -> str:
+    """TensorFlow's pool sizes in force, e.g. `intra_op=1 inter_op=1` (0: its default, every core)."""
+    return (f"intra_op={tf.config.threading.get_intra_op_parallelism_threads()} "
+            f"inter_op={tf.config.threading.get_inter_op_parallelism_threads()}")
+
+
+def configure_runtime(trainer: Mapping, jobs: int = 1) -> str:
+    """Keras state, thread pools and the dtype policy; returns the precision used.
 
     Call before any model or tensor exists: TensorFlow fixes its thread pools at first use, and layers
-    take the dtype policy in force when they are built. 0 threads means TensorFlow's default (all cores).
+    take the dtype policy in force when they are built. `jobs` is how many trainings run at once on this
+    machine (a parallel launcher's n_jobs); threads are split between them (thread_counts).
     """
-    threads = trainer["threads"]
-    if threads["intra_op"]:
-        tf.config.threading.set_intra_op_parallelism_threads(threads["intra_op"])
-    if threads["inter_op"]:
-        tf.config.threading.set_inter_op_parallelism_threads(threads["inter_op"])
+    keras.backend.clear_session()  # a launcher worker reused for another job starts from a clean state
+    _set_threads(*thread_counts(trainer["threads"], jobs))
     precision = resolve_precision(trainer["precision"])
     keras.config.set_dtype_policy(precision)
     return precision

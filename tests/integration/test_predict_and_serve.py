@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_pipeline import models, tracking, training
+from mnist_pipeline import models, training
+from mnist_pipeline.tracking import logged_models, registry, runs, store
 
 BIN = Path(sys.executable).parent
 PROB = r"[01]\.\d{4}"
@@ -63,10 +64,10 @@ def champion(tmp_path_factory, small_prepared):
     picks = [(index, label) for label, index in list(picks.items())[:3]]
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", uri)
-        tracking.setup({"tracking_uri": uri, "experiment": "predict-test"})
-        with tracking.training_run("small_cnn", {"model": "small_cnn"}, {}):
-            model_uri = tracking.log_keras_model(model, test["x"][:1], step=0)
-        tracking.register_champion(model_uri, "mnist-classifier", "champion", {})
+        store.setup({"tracking_uri": uri, "experiment": "predict-test"})
+        with runs.training_run("small_cnn", {"model": "small_cnn"}, {}):
+            model_uri = logged_models.log_keras_model(model, test["x"][:1], step=0)
+        registry.set_alias("mnist-classifier", "champion", registry.register(model_uri, "mnist-classifier", {}).number)
         mlflow.set_tracking_uri(None)  # leave no global store behind for other tests in this process
     return Champion(uri, small_prepared / "test.npz", picks, int(test["y"][0]))
 
@@ -133,9 +134,9 @@ def test_predict_with_unknown_model_exits_2(champion, tmp_path):
 
 def test_predict_without_a_store_exits_2(tmp_path):
     (tmp_path / "digit.png").write_bytes(b"")
-    result = run_cli("predict", "digit.png", cwd=tmp_path)  # default store ./mlruns/mlflow.db: absent
+    result = run_cli("predict", "digit.png", cwd=tmp_path, tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     assert result.returncode == 2
-    assert result.stderr.startswith("error: no MLflow store at mlruns/mlflow.db")
+    assert result.stderr.startswith(f"error: no MLflow store at {tmp_path}/mlruns/mlflow.db: run the pipeline first")
     assert not (tmp_path / "mlruns").exists()  # and none was created
 
 

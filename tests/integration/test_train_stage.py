@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline import tracking
+from mnist_pipeline.tracking import logged_models, runs
 from tests.helpers import REPO, run_module
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
@@ -69,7 +69,7 @@ def test_run_finished_with_name_params_and_tags(trained):
     from omegaconf import OmegaConf
 
     logged_config = OmegaConf.load(config_yaml)
-    expected = {k: tracking._param_value(v) for k, v in tracking.flatten(logged_config).items()}
+    expected = {k: runs._param_value(v) for k, v in runs.flatten(logged_config).items()}
     assert params == expected  # every flattened key present, nothing else
     tags = run.data.tags
     assert len(tags["git.commit"]) == 40 and tags["git.dirty"] in ("true", "false")
@@ -109,7 +109,7 @@ def test_logged_model_loads_and_predicts(trained, small_prepared):
     import mlflow
 
     mlflow.set_tracking_uri(store_env(tmp)["MLFLOW_TRACKING_URI"])
-    model = tracking.load_keras_model(run_info["model_uri"])
+    model = logged_models.load_keras_model(run_info["model_uri"])
     x = np.load(small_prepared / "test.npz")["x"][:7]
     probs = model.predict(x, verbose=0)
     assert probs.shape == (7, 10)

@@ -8,6 +8,7 @@ Layout of the prepared directory:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -72,3 +73,13 @@ def load_metadata(prepared_dir: Path) -> dict:
     if not path.is_file():
         raise PipelineError(f"{path} not found: run the prepare stage first (dvc repro prepare)")
     return json.loads(path.read_text())
+
+
+def data_hash(prepared_dir: Path) -> str:
+    """sha256 over the prepared files (names and contents), to tie a run or a model to the exact data."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(prepared_dir).iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()

@@ -1,0 +1,70 @@
+"""Keras models in MLflow: logged with their signature and an input example, loaded back for prediction."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import types
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.models import Model, ModelSignature
+from mlflow.types.schema import Schema, TensorSpec
+
+from mnist_pipeline.tracking.store import TrackingError, guarded
+
+SIGNATURE = ModelSignature(  # unnamed tensors: the serving payload is simply {"inputs": images}
+    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28, 1))]),
+    outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
+)
+
+
+def _keras_save_model(path: str, **kwargs: Any) -> None:
+    # mlflow.keras.save_model (3.17) writes the input example before creating `path`, so any
+    # input_example raises FileNotFoundError; creating the folder first is the only change.
+    kwargs.pop("validate_serving_input", None)  # Model.log passes it; save_model does not take it
+    os.makedirs(path, exist_ok=True)
+    mlflow.keras.save_model(path=path, **kwargs)
+
+
+_KERAS_FLAVOR = types.SimpleNamespace(__name__="mlflow.keras", save_model=_keras_save_model)
+
+
+def _pip_requirements() -> list[str]:
+    """The installed versions, pinned: what MLflow would infer, without its 6 s probe subprocess."""
+    tf_dist = "tensorflow-cpu" if _installed("tensorflow-cpu") else "tensorflow"
+    return [f"{name}=={_installed(name)}" for name in ("mlflow", "keras", tf_dist, "numpy")]
+
+
+def _installed(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@guarded("logging the model")
+def log_keras_model(model: keras.Model, example: np.ndarray, step: int, name: str = "model") -> str:
+    """Log the model with its signature and an input example into the active run; returns its URI
+    (models:/<model_id>). `step` links the run's metrics at that epoch (the best one) to the logged model."""
+    info = Model.log(
+        artifact_path=None, name=name, flavor=_KERAS_FLAVOR, model=model, signature=SIGNATURE,
+        input_example=np.asarray(example, dtype=np.float32), step=step, pip_requirements=_pip_requirements(),
+    )
+    return info.model_uri
+
+
+def load_keras_model(model_uri: str) -> keras.Model:
+    return mlflow.keras.load_model(model_uri)
+
+
+def load_predictor(model_uri: str):
+    """Any MLflow model as a function: float32 images (n, 28, 28, 1) -> probabilities (n, 10)."""
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except mlflow.exceptions.MlflowException as exc:
+        raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: "
+                            f"{exc.message}") from exc
+    return lambda images: np.asarray(model.predict(np.asarray(images, dtype=np.float32)))

@@ -1,0 +1,134 @@
+"""The MLflow store: which one, opening it safely from many processes, and its failures in one line."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import sqlalchemy.exc
+from filelock import FileLock, Timeout
+from mlflow.exceptions import MlflowException
+
+from mnist_pipeline import workspace
+from mnist_pipeline.errors import PipelineError
+
+SQLITE = "sqlite:///"
+OPEN_LOCK_TIMEOUT = 600  # seconds to wait for another process creating the same new store
+
+# (text in the error, what to do): the first match gives the hint of a TrackingError.
+HINTS = (
+    ("database is locked", "another process kept the SQLite store busy for over 20 s: retry, or give many "
+                           "parallel writers a tracking server (mlflow server) instead of one SQLite file"),
+    ("file is not a database", "the file is not an SQLite database (corrupt?): move it aside, or point "
+                               "MLFLOW_TRACKING_URI at another store"),
+    ("out-of-date database schema", "back the store up, then run `mlflow db upgrade <store URI>`"),
+    ("unable to open database", "the store's folder is missing or not writable"),
+    ("Max retries exceeded", "is the tracking server running and reachable? check MLFLOW_TRACKING_URI"),
+    ("Connection refused", "is the tracking server running and reachable? check MLFLOW_TRACKING_URI"),
+)
+
+
+class TrackingError(PipelineError):
+    """The MLflow store failed; the message says what failed, where, and what to do."""
+
+
+class _NoTraceback(logging.Filter):
+    """MLflow logs a store's SQL errors with their traceback before raising them; the stage reports the
+    error itself, in one line (TrackingError), so these records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.exc_info
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_NoTraceback())
+
+
+def resolve_uri(uri: str) -> str:
+    """A relative SQLite path means the project's file (workspace.project_root()), not the current
+    folder's: queued and temporary DVC experiments run in copies of the repository."""
+    if uri.startswith(SQLITE):
+        path = uri.removeprefix(SQLITE)
+        if path and path != ":memory:" and not Path(path).is_absolute():
+            return SQLITE + str(workspace.project_root() / path)
+    return uri
+
+
+def tracking_uri(tracking: Mapping) -> str:
+    """MLFLOW_TRACKING_URI wins over the config, as with every MLflow tool; relative SQLite paths resolved."""
+    return resolve_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking["tracking_uri"])
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix(SQLITE)) if uri.startswith(SQLITE) else None
+
+
+def describe(exc: BaseException, action: str, uri: str) -> str:
+    """`MLflow store <uri>: <action> failed: <first line of the error>; <what to do>`."""
+    text = exc.message if isinstance(exc, MlflowException) else str(exc)
+    what = next((line.strip() for line in str(text).splitlines() if line.strip()), type(exc).__name__)
+    hint = next((h for needle, h in HINTS if needle in str(text)),
+                "check the store (MLFLOW_TRACKING_URI or tracking.tracking_uri)")
+    return f"MLflow store {uri}: {action} failed: {what[:300]}; {hint}"
+
+
+@contextmanager
+def guarded(action: str) -> Iterator[None]:
+    """Turn any store failure inside the block into a TrackingError (one line, no traceback); also usable
+    as a decorator."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except (MlflowException, sqlalchemy.exc.SQLAlchemyError, Timeout) as exc:
+        raise TrackingError(describe(exc, action, mlflow.get_tracking_uri())) from exc
+
+
+@contextmanager
+def _opening(uri: str) -> Iterator[None]:
+    """Serialize the first use of a SQLite store between processes. MLflow creates a new store's tables
+    and runs its migrations on first use, unguarded (its own `_safe_initialize_tables` lock covers only
+    its jobs and workspace stores), so processes starting at once on a new file race (`table experiments
+    already exists`, `duplicate column name: step`). The lock lives beside the database; the kernel frees
+    it if its holder dies."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock", timeout=OPEN_LOCK_TIMEOUT):
+        yield
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """For a local SQLite store: <folder of the database>/<experiment>/ (mlruns/mnist/); a server decides
+    its own. Without this MLflow would put artifacts under ./mlruns of whatever folder the process ran in."""
+    path = sqlite_path(uri)
+    return (path.parent.resolve() / experiment).as_uri() if path is not None else None
+
+
+def setup(tracking: Mapping) -> str:
+    """Point MLflow at the store and experiment (creating either if new); returns the experiment id."""
+    uri = tracking_uri(tracking)
+    mlflow.set_tracking_uri(uri)
+    name = tracking["experiment"]
+    with guarded(f"opening experiment {name!r}"), _opening(uri):
+        experiment = mlflow.get_experiment_by_name(name)
+        experiment_id = (experiment.experiment_id if experiment is not None else
+                         mlflow.create_experiment(name, artifact_location=_artifact_location(uri, name)))
+        mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def use(uri: str) -> str:
+    """Point MLflow at a store that must already exist (reading models, the registry); returns the URI."""
+    uri = resolve_uri(uri)
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():  # SQLite would silently create an empty store here
+        raise TrackingError(f"no MLflow store at {path}: run the pipeline first, or point "
+                            "MLFLOW_TRACKING_URI (or --tracking-uri) at the store")
+    mlflow.set_tracking_uri(uri)
+    return uri
