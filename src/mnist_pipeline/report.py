@@ -51,20 +51,36 @@ def variant_names(params_file: Path) -> list[str]:
     return list(variants)
 
 
-def leaderboard_row(variant: str, models_dir: Path, metrics_dir: Path) -> dict:
+def load_probabilities(variants: list[str], probabilities_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Every variant's validation and test probabilities (from evaluate), checked to be on the same data."""
+    probs = {v: read_probabilities(probabilities_dir / f"{v}.npz", f"run `dvc repro evaluate@{v}`")
+             for v in variants}
+    first = probs[variants[0]]
+    for name, p in probs.items():
+        for split in ("val", "test"):
+            if not np.array_equal(p[f"{split}_labels"], first[f"{split}_labels"]):
+                raise PipelineError(f"{probabilities_dir / name}.npz: {split} labels differ from "
+                                    f"{variants[0]}'s: the variants were evaluated on different data")
+    return probs
+
+
+def leaderboard_row(variant: str, models_dir: Path, metrics_dir: Path, probs: dict[str, np.ndarray]) -> dict:
+    """Validation and test figures are both those of the saved model (the one logged, registered and
+    served) as evaluate scored it; the training curves' validation accuracy was measured in the training
+    precision (bfloat16 on some CPUs) and can differ by a few images."""
     hint = f"run `dvc repro` (train@{variant} and evaluate@{variant})"
     history = read_json(models_dir / variant / "history.json", hint)
     run = read_json(models_dir / variant / "run.json", hint)
     test = read_json(metrics_dir / f"{variant}.json", hint)
-    best = history["best_epoch"] or 0
+    val = ensemble.score(probs["val_probs"], probs["val_labels"])
     return {
         "variant": variant,
         "params": history["params"],
         "epochs": history["epochs_run"],
-        "best_epoch": best,
+        "best_epoch": history["best_epoch"] or 0,
         "train_seconds": sum(history["history"].get("epoch_seconds", [])),
-        "val_accuracy": history["history"]["val_accuracy"][best],
-        "val_loss": history["history"]["val_loss"][best],
+        "val_accuracy": val["accuracy"],
+        "val_loss": val["loss"],
         "test_accuracy": test["test_accuracy"],
         "test_loss": test["test_loss"],
         "run_id": run["run_id"],
@@ -77,17 +93,10 @@ def pick_best(rows: list[dict]) -> dict:
     return max(rows, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
 
 
-def ensemble_row(rows: list[dict], probabilities_dir: Path, max_k: int) -> dict:
+def ensemble_row(rows: list[dict], probs: dict[str, dict[str, np.ndarray]], max_k: int) -> dict:
     """The average of the top-k variants' probabilities (rows are ranked by validation accuracy), k chosen
     on validation accuracy; its test figures are only reported."""
-    probs = {r["variant"]: read_probabilities(probabilities_dir / f"{r['variant']}.npz",
-                                              f"run `dvc repro evaluate@{r['variant']}`") for r in rows}
     first = probs[rows[0]["variant"]]
-    for name, p in probs.items():
-        for split in ("val", "test"):
-            if not np.array_equal(p[f"{split}_labels"], first[f"{split}_labels"]):
-                raise PipelineError(f"{probabilities_dir / name}.npz: {split} labels differ from "
-                                    f"{rows[0]['variant']}'s: the variants were evaluated on different data")
     ranked = [r["variant"] for r in rows]
     k, by_k = ensemble.top_k(ranked, {v: p["val_probs"] for v, p in probs.items()}, first["val_labels"], max_k)
     members = ranked[:k]
@@ -186,10 +195,11 @@ def report(cfg: DictConfig) -> dict:
     validate.number(cfg, "registry.margin", at_least=0.0, below=1.0)
     models_dir, metrics_dir = Path(cfg.models_dir), Path(cfg.metrics_dir)
     variants = variant_names(Path(cfg.params_file))
-    rows = sorted((leaderboard_row(v, models_dir, metrics_dir) for v in variants),
+    probs = load_probabilities(variants, Path(cfg.probabilities_dir))
+    rows = sorted((leaderboard_row(v, models_dir, metrics_dir, probs[v]) for v in variants),
                   key=lambda r: (-r["val_accuracy"], r["val_loss"]))
     best = pick_best(rows)
-    combined = ensemble_row(rows, Path(cfg.probabilities_dir), cfg.ensemble.max_k)
+    combined = ensemble_row(rows, probs, cfg.ensemble.max_k)
     curves = {v: read_json(models_dir / v / "history.json", "")["history"]["val_accuracy"] for v in variants}
 
     if cfg.registry.enabled:

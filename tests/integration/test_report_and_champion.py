@@ -38,7 +38,8 @@ def prepared(root, name, labels, limit=0):
 
 
 def fake_variant(root, name, val_accuracy, test_accuracy, store, predicts=0, tags=None):
-    """A variant folder with these accuracies, backed by a real logged model that always predicts `predicts`."""
+    """A variant evaluated at these accuracies (its probabilities files), backed by a real logged model that
+    always predicts `predicts` (for the champion's rescoring on other data)."""
     import keras
 
     tracking_store.setup({"tracking_uri": store, "experiment": "mnist"})
@@ -55,7 +56,7 @@ def fake_variant(root, name, val_accuracy, test_accuracy, store, predicts=0, tag
     (folder / "run.json").write_text(json.dumps({"run_id": run.info.run_id, "model_uri": uri}))
     (root / "metrics").mkdir(exist_ok=True)
     (root / "metrics" / f"{name}.json").write_text(json.dumps({"test_accuracy": test_accuracy, "test_loss": 0.2}))
-    labels = np.arange(200) % 10
+    labels = np.arange(10_000) % 10  # fine enough for accuracies like 0.9903
     write_probabilities(root / "probabilities" / f"{name}.npz",
                         val=(confident(labels, val_accuracy), labels), test=(confident(labels, test_accuracy), labels))
     return uri
@@ -228,3 +229,10 @@ def test_registry_command_lists_versions_and_rolls_back(tmp_path, store):
     assert missing.returncode == 1 and missing.stderr == "error: mnist-classifier has no version 7 (registered: v1, v2)\n"
     assert registry_cli("rollback", store=store).returncode == 2
     assert alias_source(store) == uri_a
+
+
+def test_report_names_a_variant_that_was_not_evaluated(tmp_path):
+    from mnist_pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match=r"probabilities/x.npz not found: run `dvc repro evaluate@x`"):
+        run_report(tmp_path, "sqlite:///unused.db", ["x"], tmp_path)
