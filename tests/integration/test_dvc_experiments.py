@@ -122,7 +122,7 @@ def test_queued_and_temp_experiments_land_in_the_projects_store(tmp_path, mnist_
         for variant, run in by_exp[exp].items():
             shown = float(table[exp][f"metrics/{variant}.json:test_accuracy"])
             assert shown == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-12), (exp, variant)
-        assert table[exp]["reports/summary.json:best_variant"] in by_exp[exp]
+        assert table[exp]["best_variant"] in by_exp[exp]
 
     # The README's `dvc exp show` commands fit a 120-column terminal, with nothing cut off.
     for command in readme_exp_show_commands():
@@ -153,7 +153,7 @@ def test_champion_moves_only_forward_through_experiments(tmp_path, mnist_mirror)
     assert board["registry"]["action"] == "first" and board["registry"]["version"] == 1
     assert f"Registry: {board['registry']['line']}." in base.stdout
     v1 = client.get_model_version_by_alias("mnist-classifier", "champion")
-    assert v1.version == "1" and v1.source == board["best"]["model_uri"]
+    assert int(v1.version) == 1 and v1.source == board["best"]["model_uri"]
     assert v1.tags["dvc.exp"] == "" and v1.tags["data.limit"] == "0" and len(v1.tags["git.commit"]) == 40
     git_commit_all(repo, "baseline results")
 
@@ -162,7 +162,7 @@ def test_champion_moves_only_forward_through_experiments(tmp_path, mnist_mirror)
     kept = json.loads((repo / "reports" / "leaderboard.json").read_text())["registry"]
     assert kept["action"] == "kept" and kept["version"] == 1
     assert "was trained on reduced data (prepare.limit=2000), which never promotes" in kept["line"]
-    assert client.get_model_version_by_alias("mnist-classifier", "champion").version == "1"
+    assert int(client.get_model_version_by_alias("mnist-classifier", "champion").version) == 1
 
     better = run_dvc(repo, "exp", "run", "-n", "longer", "-S", "prepare.limit=0", "-S", "train.epochs=4", env=env)
     assert better.returncode == 0, better.stdout[-3000:] + better.stderr[-3000:]
@@ -170,7 +170,7 @@ def test_champion_moves_only_forward_through_experiments(tmp_path, mnist_mirror)
     promoted = json.loads((repo / "reports" / "leaderboard.json").read_text())["registry"]
     assert promoted["action"] == "promoted" and promoted["version"] == 2, promoted["line"]
     v2 = client.get_model_version_by_alias("mnist-classifier", "champion")
-    assert v2.version == "2" and v2.tags["dvc.exp"] == "longer" and v2.tags["data.limit"] == "0"
+    assert int(v2.version) == 2 and v2.tags["dvc.exp"] == "longer" and v2.tags["data.limit"] == "0"
     assert float(v2.tags["val_accuracy"]) >= float(v1.tags["val_accuracy"]) + 0.0005
 
     listed = registry_cli(store=store)
