@@ -3,9 +3,10 @@
     mnist-pipeline predict IMAGE [IMAGE ...]      # classify pictures with the champion (or --model URI)
     mnist-pipeline registry                       # the registered versions, their tags, the alias holder
     mnist-pipeline registry rollback VERSION      # move the champion alias back to an earlier version
+    mnist-pipeline server start | status | stop   # a shared MLflow tracking server on PostgreSQL
 
 predict's exit codes: 0 every file was predicted, 1 some file could not be read (the others are still
-predicted), 2 usage error or the model cannot be loaded. registry exits 1 on a store or registry error.
+predicted), 2 usage error or the model cannot be loaded. registry and server exit 1 on an error.
 TensorFlow and MLflow are imported only once a command runs, so `--help` and usage errors answer at once.
 """
 
@@ -59,6 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("--alias", default=ALIAS, help="alias (default: %(default)s)")
     _tracking_option(registry)
     registry.set_defaults(run=registry_command)
+
+    server = commands.add_parser(
+        "server", help="start, check or stop a shared MLflow tracking server on PostgreSQL",
+        description="`start`: a PostgreSQL cluster of its own in --dir (unless --database-uri names one) and "
+                    "`mlflow server` on it, artifacts served through the server; clients then need only "
+                    "MLFLOW_TRACKING_URI=http://HOST:PORT. `stop` ends both. --auth turns on MLflow's basic-auth "
+                    "app (needs MLFLOW_FLASK_SERVER_SECRET_KEY and MLFLOW_AUTH_ADMIN_PASSWORD).")
+    server.add_argument("action", choices=("start", "status", "stop"))
+    server.add_argument("--dir", type=Path, default=None, metavar="DIR",
+                        help="where the server keeps everything (default: .mlflow-server in the project)")
+    server.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    server.add_argument("--port", type=int, default=5000, help="(default: %(default)s)")
+    server.add_argument("--database-uri", metavar="URI", help="an existing PostgreSQL database for the runs, "
+                        "e.g. postgresql+psycopg://user:password@host:5432/mlflow")
+    server.add_argument("--auth", action="store_true", help="MLflow's basic-auth app: every request needs a login")
+    server.set_defaults(run=server_command)
     return parser
 
 
@@ -180,6 +197,29 @@ def _rollback(registry, args: argparse.Namespace) -> int:
     registry.set_alias(args.name, args.alias, target.number)
     was = f"v{before.number} {before.tags.get('variant', '?')}" if before else "no version"
     print(f"@{args.alias}: v{target.number} {target.tags.get('variant', '?')} (was {was})")
+    return 0
+
+
+def server_command(args: argparse.Namespace) -> int:
+    from mnist_pipeline import workspace
+    from mnist_pipeline.errors import PipelineError
+    from mnist_pipeline.tracking import server
+
+    folder = args.dir or workspace.project_root() / ".mlflow-server"
+    try:
+        if args.action == "start":
+            state = server.start(folder, host=args.host, port=args.port, database_uri=args.database_uri,
+                                 auth=args.auth)
+            print(f"tracking server at {state['url']} (pid {state['pid']}); use it with:\n"
+                  f"  export MLFLOW_TRACKING_URI={state['url']}")
+        elif args.action == "stop":
+            stopped = server.stop(folder)
+            print(f"stopped {', '.join(map(str, stopped)) or 'nothing (not running)'}")
+        else:
+            print(server.status(folder))
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

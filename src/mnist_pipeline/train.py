@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +136,10 @@ def prepare_fit(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray, jobs:
     return model, training.train_dataset(x_train, y_train, cfg.trainer, augment_settings(cfg)), build
 
 
-def train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | None = None,
+          overrides: Sequence[str] | None = None, parent_run_id: str | None = None) -> dict:
+    """One training, one MLflow run. Called by Hydra with the config alone; a caller that drives trainings
+    itself (the search) adds Keras callbacks, run tags, the overrides that made `cfg` and a parent run."""
     check_settings(cfg)
     data_dir, output_dir = Path(cfg.data_dir), Path(cfg.output_dir)
     x_train, y_train = load_split(data_dir, "train")
@@ -148,9 +152,10 @@ def train(cfg: DictConfig) -> dict:
 
     store.setup(cfg.tracking)
     with atomic_dir(output_dir) as staging:
-        with runs.training_run(cfg.variant, cfg, run_tags(cfg)) as run:
+        with runs.training_run(cfg.variant, cfg, {**run_tags(cfg), **(tags or {})}, parent_run_id) as run:
             runs.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-            runs.log_text("\n".join(hydra_overrides()) + "\n", "overrides.txt")
+            given = hydra_overrides() if overrides is None else list(overrides)
+            runs.log_text("\n".join(given) + "\n", "overrides.txt")
             summary: list[str] = []
             model.summary(print_fn=lambda line, **_: summary.append(line))
             runs.log_text("\n".join(summary) + "\n", "model_summary.txt")
@@ -162,7 +167,7 @@ def train(cfg: DictConfig) -> dict:
             best, extra_callbacks = training.callbacks(cfg.trainer)
             history = model.fit(
                 train_ds, validation_data=val_ds, epochs=cfg.trainer.epochs, shuffle=False,  # train_ds shuffles
-                callbacks=[runs.EpochMetrics(), *extra_callbacks],
+                callbacks=[runs.EpochMetrics(), *extra_callbacks, *callbacks],
                 verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
             )
             record = {
@@ -188,7 +193,7 @@ def train(cfg: DictConfig) -> dict:
     print_first_prediction(model, x_test, y_test)
     log.info("%s: best epoch %s, val_accuracy %.4f, outputs in %s", cfg.variant, best.best_epoch,
              record["history"]["val_accuracy"][best.best_epoch or 0], output_dir)
-    return record
+    return {**record, "run_id": run.info.run_id}
 
 
 main = hydra_stage("train")(train)

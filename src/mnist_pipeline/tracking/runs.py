@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import mlflow
 from hydra.experimental.callback import Callback
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -82,10 +82,11 @@ def _signals_recorded(received: list[int]) -> Iterator[None]:
 
 @contextmanager
 def training_run(
-    run_name: str, config: DictConfig | Mapping, tags: Mapping[str, str]
+    run_name: str, config: DictConfig | Mapping, tags: Mapping[str, str], parent_run_id: str | None = None
 ) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run holding the config as dotted params; ends FINISHED, FAILED or KILLED."""
-    parent = os.environ.get(PARENT_RUN_ENV)
+    """An MLflow run holding the config as dotted params; ends FINISHED, FAILED or KILLED. It is a child of
+    `parent_run_id`, else of a multirun's parent (PARENT_RUN_ENV), if any."""
+    parent = parent_run_id or os.environ.get(PARENT_RUN_ENV)
     with guarded(f"starting run {run_name!r}"):
         run = mlflow.start_run(run_name=run_name, parent_run_id=parent or None, tags=dict(tags))
     status, received = "FAILED", []
@@ -169,6 +170,51 @@ def log_to_run(run_id: str, metrics: Mapping[str, float], files: list[Path], art
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         for path in files:
             client.log_artifact(run_id, str(path), artifact_path)
+
+
+@guarded("finding or creating the shared parent run")
+def shared_parent_run(experiment_id: str, run_name: str, identity: Mapping[str, str],
+                      params: Mapping[str, Any] | None = None) -> str:
+    """The id of the one run tagged with `identity`, shared by processes that may start at once on several
+    machines: each creates one if it finds none, then every process keeps the earliest (start time, then
+    id) and deletes any other it created itself."""
+    client = MlflowClient()
+    quoted = {k: str(v).replace("'", "\\'") for k, v in identity.items()}
+    found = " and ".join(f"tags.`{k}` = '{v}'" for k, v in quoted.items())
+
+    def existing() -> list:
+        runs = client.search_runs([experiment_id], filter_string=found)
+        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+    present = existing()
+    if present:
+        return present[0].info.run_id
+    mine = client.create_run(experiment_id, run_name=run_name, tags=dict(identity)).info.run_id
+    first = existing()[0].info.run_id
+    if first != mine:
+        client.delete_run(mine)
+    elif params:
+        client.log_batch(mine, params=[Param(k, _param_value(v)) for k, v in params.items()])
+    return first
+
+
+@guarded("updating a run")
+def update_run(run_id: str, tags: Mapping[str, str] | None = None, metrics: Mapping[str, float] | None = None,
+               step: int = 0, status: str | None = None) -> None:
+    """Tags, metrics (at `step`) and the status of a run that another process may also update."""
+    client = MlflowClient()
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
+                     tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    if status == "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+    elif status is not None:
+        client.set_terminated(run_id, status=status)
+
+
+@guarded("logging an artifact")
+def log_text_to(run_id: str, text: str, artifact_file: str) -> None:
+    MlflowClient().log_text(run_id, text, artifact_file)
 
 
 def run_tags(run_id: str) -> dict[str, str]:

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import mlflow
 import sqlalchemy.exc
-from filelock import FileLock, Timeout
+from filelock import Timeout
 from mlflow.exceptions import MlflowException
 
-from mnist_pipeline import workspace
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.sqlite_files import first_open, resolve_uri, sqlite_path
 
-SQLITE = "sqlite:///"
-OPEN_LOCK_TIMEOUT = 600  # seconds to wait for another process creating the same new store
 
 # (text in the error, what to do): the first match gives the hint of a TrackingError.
 HINTS = (
@@ -47,23 +45,9 @@ class _NoTraceback(logging.Filter):
 logging.getLogger("mlflow.store.db.utils").addFilter(_NoTraceback())
 
 
-def resolve_uri(uri: str) -> str:
-    """A relative SQLite path means the project's file (workspace.project_root()), not the current
-    folder's: queued and temporary DVC experiments run in copies of the repository."""
-    if uri.startswith(SQLITE):
-        path = uri.removeprefix(SQLITE)
-        if path and path != ":memory:" and not Path(path).is_absolute():
-            return SQLITE + str(workspace.project_root() / path)
-    return uri
-
-
 def tracking_uri(tracking: Mapping) -> str:
     """MLFLOW_TRACKING_URI wins over the config, as with every MLflow tool; relative SQLite paths resolved."""
     return resolve_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking["tracking_uri"])
-
-
-def sqlite_path(uri: str) -> Path | None:
-    return Path(uri.removeprefix(SQLITE)) if uri.startswith(SQLITE) else None
 
 
 def describe(exc: BaseException, action: str, uri: str) -> str:
@@ -87,22 +71,6 @@ def guarded(action: str) -> Iterator[None]:
         raise TrackingError(describe(exc, action, mlflow.get_tracking_uri())) from exc
 
 
-@contextmanager
-def _opening(uri: str) -> Iterator[None]:
-    """Serialize the first use of a SQLite store between processes. MLflow creates a new store's tables
-    and runs its migrations on first use, unguarded (its own `_safe_initialize_tables` lock covers only
-    its jobs and workspace stores), so processes starting at once on a new file race (`table experiments
-    already exists`, `duplicate column name: step`). The lock lives beside the database; the kernel frees
-    it if its holder dies."""
-    path = sqlite_path(uri)
-    if path is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock", timeout=OPEN_LOCK_TIMEOUT):
-        yield
-
-
 def _artifact_location(uri: str, experiment: str) -> str | None:
     """For a local SQLite store: <folder of the database>/<experiment>/ (mlruns/mnist/); a server decides
     its own. Without this MLflow would put artifacts under ./mlruns of whatever folder the process ran in."""
@@ -115,7 +83,9 @@ def setup(tracking: Mapping) -> str:
     uri = tracking_uri(tracking)
     mlflow.set_tracking_uri(uri)
     name = tracking["experiment"]
-    with guarded(f"opening experiment {name!r}"), _opening(uri):
+    # first_open: MLflow creates a new store's tables unguarded (its own `_safe_initialize_tables` lock
+    # covers only its jobs and workspace stores), so processes starting at once would race.
+    with guarded(f"opening experiment {name!r}"), first_open(uri):
         experiment = mlflow.get_experiment_by_name(name)
         experiment_id = (experiment.experiment_id if experiment is not None else
                          mlflow.create_experiment(name, artifact_location=_artifact_location(uri, name)))
