@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--database-uri", metavar="URI", help="an existing PostgreSQL database for the runs, "
                         "e.g. postgresql+psycopg://user:password@host:5432/mlflow")
     server.add_argument("--auth", action="store_true", help="MLflow's basic-auth app: every request needs a login")
+    server.add_argument("--allowed-hosts", metavar="HOSTS", help="comma-separated Host headers the server answers, "
+                        "e.g. mlflow.example.org,10.0.0.5:5000 (protection against DNS rebinding)")
     server.set_defaults(run=server_command)
     return parser
 
@@ -209,7 +211,7 @@ def server_command(args: argparse.Namespace) -> int:
     try:
         if args.action == "start":
             state = server.start(folder, host=args.host, port=args.port, database_uri=args.database_uri,
-                                 auth=args.auth)
+                                 auth=args.auth, allowed_hosts=args.allowed_hosts)
             print(f"tracking server at {state['url']} (pid {state['pid']}); use it with:\n"
                   f"  export MLFLOW_TRACKING_URI={state['url']}")
         elif args.action == "stop":

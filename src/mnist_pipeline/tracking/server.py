@@ -71,7 +71,7 @@ def _auth_config(folder: Path, database_uri: str) -> Path:
 
 
 def start(folder: Path, host: str = "127.0.0.1", port: int = 5000, database_uri: str | None = None,
-          auth: bool = False, workers: int = 2, timeout: float = 180) -> dict:
+          auth: bool = False, allowed_hosts: str | None = None, workers: int = 2, timeout: float = 180) -> dict:
     """Start PostgreSQL (unless `database_uri` is given) and `mlflow server`; returns the state written to
     server.json. Waits until the server answers /health."""
     folder = Path(folder).resolve()
@@ -99,6 +99,8 @@ def start(folder: Path, host: str = "127.0.0.1", port: int = 5000, database_uri:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", database_uri,
                "--artifacts-destination", str(folder / "artifacts"), "--host", host, "--port", str(port),
                "--workers", str(workers)]
+    if allowed_hosts:  # Host headers the server answers (DNS-rebinding protection)
+        command += ["--allowed-hosts", allowed_hosts]
     env = dict(os.environ)
     if auth:
         command += ["--app-name", "basic-auth"]
@@ -168,4 +170,9 @@ def status(folder: Path) -> str:
         return f"not running ({Path(folder).resolve()})"
     health = "healthy" if _healthy(state["url"]) else "not answering"
     auth = ", basic-auth" if state.get("auth") else ""
-    return f"running at {state['url']} (pid {state['pid']}{auth}), {health}; log: {state['log']}"
+    lines = [f"running at {state['url']} (pid {state['pid']}{auth}), {health}; log: {state['log']}"]
+    if state.get("postgres"):
+        cluster = Cluster(Path(folder).resolve() / "postgres", port=state["postgres"]["port"], host=state["host"])
+        lines.append(f"Optuna storage for shared searches: {cluster.uri('optuna').replace(cluster.password(), '<password>')}"
+                     f" (the password is in {cluster.password_file})")
+    return "\n".join(lines)
