@@ -3,12 +3,13 @@
     python benchmarks/search_workers.py                       # search=quick on data/prepared, 2 repeats
     python benchmarks/search_workers.py --data-dir /tmp/small --repeats 1
 
-Needs data/prepared/ (`python3 dev.py repro prepare`). The study is the one the team tests run
-(tests/integration/test_team.py): `search=quick` (the 32-32 MLP, 2 epochs, learning rate and batch size),
-an aggressive ThresholdPruner (under 50% validation accuracy after an epoch stops the trial), TPE seeded 5
-(and 6 for the second worker). One measurement: fresh storage and MLflow store, the workers started at
-once, timed until the last exits (Python and TensorFlow start-up included, as a user waits for it). The
-two setups alternate. Writes benchmarks/search_workers.json and the `search workers` section of results.md.
+Needs data/prepared/ (`python3 dev.py repro prepare`). The study is `search=quick` (the 32-32 MLP, 2 epochs)
+narrowed so that every trial costs the same: the learning rate is the only searched value (it does not
+change the work), the batch size is fixed at 64 and nothing is pruned, so the two setups do the same
+work and differ only in how many processes share it. TPE seeded 5 (and 6 for the second worker). One
+measurement: fresh storage and MLflow store, the workers started at once, timed until the last exits
+(Python and TensorFlow start-up included, as a user waits for it). The setups alternate. Writes
+benchmarks/search_workers.json and the `search workers` section of results.md.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import report_md  # noqa: E402 - benchmarks/ is a folder of scripts, not a package
 
-PRUNER = ["search.pruner._target_=optuna.pruners.ThresholdPruner", "~search.pruner.n_startup_trials",
-          "~search.pruner.n_warmup_steps", "+search.pruner.lower=0.5"]
+STUDY = ["search=quick", "~search.params",
+         "+search.params={optimizer.lr: {type: float, low: 1e-5, high: 1e-1, log: true}}",
+         "search.train=['model=mlp_32x32','trainer.epochs=2','trainer.batch_size=64']",
+         "~search.pruner", "+search.pruner={_target_: optuna.pruners.NopPruner}"]
 SETUPS = {"1 worker, 6 trials": [(5, 6)], "2 workers, 3 trials each": [(5, 3), (6, 3)]}  # (seed, n_trials)
 
 
@@ -41,8 +44,8 @@ def run_study(workers: list[tuple[int, int]], data_dir: Path, scratch: Path) -> 
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     started = time.perf_counter()
     processes = [subprocess.Popen(
-        [sys.executable, "-m", "mnist_pipeline.search", "search=quick", f"n_trials={n}", f"data_dir={data_dir}",
-         f"storage={storage}", f"search.sampler.seed={seed}", f"hydra.run.dir={scratch / f'worker{seed}'}", *PRUNER],
+        [sys.executable, "-m", "mnist_pipeline.search", *STUDY, f"n_trials={n}", f"data_dir={data_dir}",
+         f"storage={storage}", f"search.sampler.seed={seed}", f"hydra.run.dir={scratch / f'worker{seed}'}"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for seed, n in workers]
     errors = [p.communicate()[1] for p in processes]
     seconds = time.perf_counter() - started
@@ -80,8 +83,8 @@ def main(argv: list[str]) -> int:
          "setups": {n: {"seconds": seconds[n], "outcomes": outcomes[n], "speedup": mean[baseline] / mean[n]}
                     for n in names}}, indent=2) + "\n")
     data = "data/prepared" if args.data_dir.resolve() == (ROOT / "data" / "prepared").resolve() else str(args.data_dir)
-    lines = [f"`python benchmarks/search_workers.py`: one study of 6 trials (`search=quick` on {data}, "
-             f"ThresholdPruner 0.5, TPE seeds 5 and 6), wall time until the last worker exits, mean of "
+    lines = [f"`python benchmarks/search_workers.py`: one study of 6 equal-cost trials (`search=quick` on {data}, "
+             f"learning rate searched, batch 64, no pruning), wall time until the last worker exits, mean of "
              f"{args.repeats} repeat(s); speed-up = time of `{baseline}` / time.", "",
              "| setup | wall time (s) | speed-up | trials complete / pruned |", "|---|---:|---:|---|"]
     for name in names:
