@@ -239,10 +239,12 @@ def test_basic_auth_refuses_anonymous_requests_and_serves_the_pipeline(small_pre
                                                                 "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
         assert anonymous.returncode == 1 and "Traceback" not in anonymous.stderr
         assert anonymous.stderr.strip().splitlines()[-1].startswith(f"error: MLflow store {url}: opening experiment")
-        credentials = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": "admin",
-                       "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
-        trained = subprocess.run([*train, f"output_dir={tmp_path / 'admin'}"], cwd=REPO, capture_output=True,
-                                 text=True, timeout=600, env={**os.environ, **credentials})
+        credentials = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
+        # the config group instead of MLFLOW_TRACKING_URI: tracking=server, here on the test's port
+        without_uri = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        trained = subprocess.run([*train, f"output_dir={tmp_path / 'admin'}", "tracking=server",
+                                  f"tracking.tracking_uri={url}"], cwd=REPO, capture_output=True,
+                                 text=True, timeout=600, env={**without_uri, **credentials})
         assert trained.returncode == 0, trained.stderr[-3000:]
         run_id = json.loads((tmp_path / "admin" / "run.json").read_text())["run_id"]
         os.environ.update(credentials)  # MlflowClient reads the credentials from the environment
