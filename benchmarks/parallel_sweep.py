@@ -91,8 +91,7 @@ def main(argv: list[str]) -> int:
     for name in names:
         runs = ", ".join(f"{s:.0f}" for s in seconds[name])
         lines.append(f"| {name} | {mean[name]:.0f} ({runs}) | {mean[BASELINE] / mean[name]:.2f} |")
-    report_md.write_section(ROOT / "benchmarks" / "results.md", "parallel sweep", "\n".join(lines))
-    print("\n".join(lines))
+    report_md.publish("parallel sweep", lines)
     return 0
 
 

@@ -53,3 +53,10 @@ def write_section(path: Path, name: str, body: str, machine_line: bool = True) -
     else:
         text = text.rstrip() + f"\n\n## {name}\n\n{block}\n"
     path.write_text(text)
+
+
+def publish(name: str, lines: list[str]) -> None:
+    """A benchmark's table: its section of benchmarks/results.md (this machine named), and the terminal."""
+    write_section(Path(__file__).resolve().parent / "results.md", name, "\n".join(lines))
+    print("\n".join(lines))
+

@@ -91,8 +91,7 @@ def main(argv: list[str]) -> int:
         runs = ", ".join(f"{s:.0f}" for s in seconds[name])
         states = ", ".join(f"{o['complete']}/{o['pruned']}" for o in outcomes[name])
         lines.append(f"| {name} | {mean[name]:.0f} ({runs}) | {mean[baseline] / mean[name]:.2f} | {states} |")
-    report_md.write_section(ROOT / "benchmarks" / "results.md", "search workers", "\n".join(lines))
-    print("\n".join(lines))
+    report_md.publish("search workers", lines)
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +69,48 @@ def run_dvc(repo: Path, *args: str, env: dict | None = None):
     return subprocess.run(
         [str(Path(bindir) / "dvc"), *args], cwd=repo, env=full_env, capture_output=True, text=True, timeout=3600
     )
+
+
+@contextmanager
+def model_server(model_uri: str, tracking_uri: str, cwd: Path, extra_env: dict | None = None,
+                 timeout: float = 180) -> Iterator[int]:
+    """`mlflow models serve` on a free 127.0.0.1 port, answering /ping; yields the port. Stopped with its whole
+    process group (uvicorn workers) whatever happens."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from mnist_pipeline.postgres import free_port
+
+    bindir = Path(sys.executable).parent
+    port, log = free_port(), cwd / "serve.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, **(extra_env or {}),
+           "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}  # the CLI starts `uvicorn` from PATH
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(bindir / "mlflow"), "models", "serve", "-m", model_uri, "-p", str(port), "--host", "127.0.0.1",
+             "--env-manager", "local"], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert server.poll() is None, f"the server exited with {server.returncode}:\n{log.read_text()}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:  # not listening yet (URLError, connection refused or reset)
+                pass
+            assert time.monotonic() < deadline, f"no answer on /ping after {timeout:.0f} s:\n{log.read_text()}"
+            time.sleep(1)
+        yield port
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

@@ -9,7 +9,6 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig
 
 from mnist_pipeline import plots, validate

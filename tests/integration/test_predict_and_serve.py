@@ -3,11 +3,8 @@
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -19,8 +16,8 @@ from PIL import Image
 
 from mnist_pipeline import models, training
 from mnist_pipeline.tracking import logged_models, registry, runs, store
+from tests.helpers import model_server
 
-BIN = Path(sys.executable).parent
 PROB = r"[01]\.\d{4}"
 # The README's example request body: {"inputs": x}, x the first test image as nested lists of shape
 # (1, 28, 28, 1), floats in [0, 1]. `python -c "<this>" > digit.json`; test_serve_champion runs it as is.
@@ -157,41 +154,10 @@ def post(port: int, body: bytes) -> tuple[int, dict | str]:
         return err.code, err.read().decode(errors="replace")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_ping(server: subprocess.Popen, port: int, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"the server exited with {server.returncode}:\n{log.read_text()}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:  # not listening yet (URLError, connection refused or reset)
-            pass
-        time.sleep(1)
-    pytest.fail(f"no answer on /ping after {timeout:.0f} s:\n{log.read_text()}")
-
-
 @pytest.mark.slow
 def test_serve_champion(champion, tmp_path):
     good, label = readme_payload(champion.test_npz.parent, tmp_path), champion.first_label
-    port, log = free_port(), tmp_path / "serve.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": champion.tracking_uri,
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # the CLI starts `uvicorn` from PATH
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [str(BIN / "mlflow"), "models", "serve", "-m", "models:/mnist-classifier@champion",
-             "-p", str(port), "--host", "127.0.0.1", "--env-manager", "local"],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        wait_for_ping(server, port, log)
-
+    with model_server("models:/mnist-classifier@champion", champion.tracking_uri, tmp_path) as port:
         status, body = post(port, good)
         assert status == 200, body
         assert set(body) == {"predictions"} and np.shape(body["predictions"]) == (1, 10)
@@ -205,10 +171,3 @@ def test_serve_champion(champion, tmp_path):
 
         status, body = post(port, good)  # the bad requests did not break the server
         assert status == 200 and int(np.argmax(body["predictions"][0])) == label
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()

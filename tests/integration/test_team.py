@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.postgres import Cluster, free_port
 from mnist_pipeline.tracking import server as tracking_server
-from tests.helpers import REPO, run_dvc
+from tests.helpers import REPO, model_server, run_dvc
 from tests.integration.test_dvc_experiments import quick_project
 from tests.integration.test_dvc_pipeline import git_commit_all
 
@@ -41,7 +41,6 @@ def postgresql_installed():
             pytest.fail(str(exc))
         pytest.skip(str(exc))
 
-BIN = Path(sys.executable).parent
 ADMIN_PASSWORD = "a-long-admin-passw0rd"
 
 
@@ -151,35 +150,14 @@ def test_pipeline_runs_through_the_tracking_server(team_repo, server, tmp_path):
     assert predicted.returncode == 0, predicted.stderr
     assert predicted.stdout.startswith(f"{tmp_path / 'digit.npy'}: {int(np.argmax(served[0]))} (p=")
 
-    port, log = free_port(), tmp_path / "serve.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server["url"], "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}  # the README's hardening: a Keras model needs no pickle
-    with log.open("w") as out:
-        serving = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", "models:/mnist-classifier@champion",
-                                    "-p", str(port), "--host", "127.0.0.1", "--env-manager", "local"],
-                                   cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        body = json.dumps({"inputs": test["x"][:1].tolist()}).encode()
-        answer = None
-        deadline = time.monotonic() + 180
-        while answer is None and time.monotonic() < deadline:
-            assert serving.poll() is None, log.read_text()
-            try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                                 headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    answer = json.loads(response.read())
-            except OSError:
-                time.sleep(1)
-        assert answer is not None, log.read_text()
-        np.testing.assert_allclose(answer["predictions"], served[:1], atol=1e-5)
-    finally:
-        os.killpg(serving.pid, signal.SIGTERM)
-        try:
-            serving.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(serving.pid, signal.SIGKILL)
-            serving.wait()
+    body = json.dumps({"inputs": test["x"][:1].tolist()}).encode()
+    hardened = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}  # the README's hardening: Keras needs no pickle
+    with model_server("models:/mnist-classifier@champion", server["url"], tmp_path, hardened) as port:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+    np.testing.assert_allclose(answer["predictions"], served[:1], atol=1e-5)
 
 
 def test_a_teammate_gets_everything_from_the_remote_without_training(team_repo, server, tmp_path):
