@@ -47,13 +47,13 @@ def run_seed(overrides: list[str], seed: int, workdir: Path) -> dict:
 
 
 def test_accuracy(model_path: Path) -> float:
-    import keras
     import numpy as np
 
     from mnist_pipeline.data.prepared import load_split
+    from mnist_pipeline.model_files import load_keras
 
     x, y = load_split(ROOT / "data" / "prepared", "test")
-    probs = keras.saving.load_model(model_path).predict(x, batch_size=1024, verbose=0)
+    probs = load_keras(model_path).predict(x, batch_size=1024, verbose=0)
     return float(np.mean(np.argmax(probs, axis=1) == y))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import types
+import zipfile
 from typing import Any
 
 import keras
@@ -13,6 +14,7 @@ import numpy as np
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 
+from mnist_pipeline.model_files import ModelFileError, refusal
 from mnist_pipeline.tracking.store import TrackingError, guarded
 
 SIGNATURE = ModelSignature(  # unnamed tensors: the serving payload is simply {"inputs": images}
@@ -57,14 +59,38 @@ def log_keras_model(model: keras.Model, example: np.ndarray, step: int, name: st
 
 
 def load_keras_model(model_uri: str) -> keras.Model:
-    return mlflow.keras.load_model(model_uri)
+    """A logged Keras model, in Keras' safe mode (a model carrying Python code is refused)."""
+    flavors = _flavors(model_uri)
+    if "keras" not in flavors:
+        raise TrackingError(f"{model_uri}: not a Keras model (flavors: {', '.join(flavors) or 'none'})")
+    if flavors["keras"].get("save_exported_model"):
+        raise ModelFileError(f"{model_uri}: refused: an exported TensorFlow graph, not a .keras file that Keras' "
+                             "safe mode can check")
+    try:
+        return mlflow.keras.load_model(model_uri, load_model_kwargs={"safe_mode": True, "compile": False})
+    except mlflow.exceptions.MlflowException as exc:
+        raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {exc.message}") from exc
+    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise refusal(exc, model_uri) from None
+
+
+def _flavors(model_uri: str) -> dict:
+    try:
+        return dict(mlflow.models.get_model_info(model_uri).flavors)
+    except mlflow.exceptions.MlflowException as exc:
+        raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {exc.message}") from exc
+    except OSError as exc:
+        raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {exc}") from exc
 
 
 def load_predictor(model_uri: str):
-    """Any MLflow model as a function: float32 images (n, 28, 28, 1) -> probabilities (n, 10)."""
+    """An MLflow model as a function: float32 images (n, 28, 28, 1) -> probabilities (n, 10). Keras models
+    (what this pipeline logs) load in safe mode; other flavors through pyfunc."""
+    if "keras" in _flavors(model_uri):
+        model = load_keras_model(model_uri)
+        return lambda images: np.asarray(model.predict(np.asarray(images, dtype=np.float32), verbose=0))
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except mlflow.exceptions.MlflowException as exc:
-        raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: "
-                            f"{exc.message}") from exc
+        raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {exc.message}") from exc
     return lambda images: np.asarray(model.predict(np.asarray(images, dtype=np.float32)))
