@@ -1,6 +1,6 @@
 """The `prepare` stage: fetch and verify MNIST, scale it, split off validation, write data/prepared/.
 
-    python -m mnist_pipeline.prepare [data.val_fraction=0.2] [data.limit=2000] [data.normalization=l2]
+    python -m mnist_pipeline.prepare [data.val_fraction=0.2] [data.limit=2000]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from mnist_pipeline import plots, validate
 from mnist_pipeline.data.fetch import FetchSettings, fetch_file
 from mnist_pipeline.data.idx import check_pair, parse_images, parse_labels, read_payload
-from mnist_pipeline.data.prepared import NORMALIZATIONS, class_counts, normalize, write_prepared
+from mnist_pipeline.data.prepared import class_counts, scale, write_prepared
 from mnist_pipeline.data.split import stratified_split
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.stage import hydra_stage
@@ -28,7 +28,6 @@ def check_settings(cfg: DictConfig) -> None:
     validate.number(cfg, "data.val_fraction", above=0.0, below=1.0)
     validate.integer(cfg, "data.split_seed", minimum=0)
     validate.integer(cfg, "data.limit", minimum=0)
-    validate.choice(cfg, "data.normalization", NORMALIZATIONS)
     validate.number(cfg, "data.download.timeout", above=0.0)
     validate.integer(cfg, "data.download.retries", minimum=1)
     validate.number(cfg, "data.download.backoff", at_least=0.0)
@@ -67,15 +66,16 @@ def prepare(cfg: DictConfig) -> dict:
         raise ConfigError(f"data.val_fraction / data.limit: {exc}") from exc
 
     splits = {
-        "train": (normalize(x_pool[train_idx], data.normalization), y_pool[train_idx]),
-        "val": (normalize(x_pool[val_idx], data.normalization), y_pool[val_idx]),
-        "test": (normalize(x_test, data.normalization), y_test),
+        "train": (scale(x_pool[train_idx]), y_pool[train_idx]),
+        "val": (scale(x_pool[val_idx]), y_pool[val_idx]),
+        "test": (scale(x_test), y_test),
     }
     metadata = {
         "dataset": "mnist",
         "image_shape": list(splits["train"][0].shape[1:]),
         "dtype": "float32",
-        "settings": {key: data[key] for key in ("val_fraction", "split_seed", "limit", "normalization")},
+        "pixels": "x / 255",  # the only input convention; model.input_norm adds any other inside the model
+        "settings": {key: data[key] for key in ("val_fraction", "split_seed", "limit")},
         "counts": {name: len(y) for name, (_, y) in splits.items()},
         "class_counts": {name: class_counts(y) for name, (_, y) in splits.items()},
         "files": files_meta,

@@ -72,7 +72,6 @@ def test_val_fraction_and_limit_overrides(tmp_path, prepared, mnist_mirror):
         ("data.val_fraction=1.5", "error: data.val_fraction: must be in (0.0, 1.0), got 1.5"),
         ("data.val_fraction=abc", "error: data.val_fraction: expected a number, got 'abc'"),
         ("data.limit=-5", "error: data.limit: must be >= 0, got -5"),
-        ("data.normalization=zscore", "error: data.normalization: must be one of scale, l2; got 'zscore'"),
     ],
 )
 def test_bad_settings_fail_before_any_work(tmp_path, override, message):
@@ -80,6 +79,14 @@ def test_bad_settings_fail_before_any_work(tmp_path, override, message):
     assert result.returncode == 1
     assert message in result.stderr
     assert not (tmp_path / "raw").exists() and not (tmp_path / "prepared").exists()
+
+
+def test_data_level_l2_is_gone_so_serving_cannot_skew(tmp_path):
+    """L2 normalization moved into the model (model.input_norm=l2): prepare no longer takes it."""
+    result = prepare(tmp_path, tmp_path / "nowhere", "data.normalization=l2")
+    assert result.returncode == 1
+    assert "Could not override 'data.normalization'" in result.stderr
+    assert not (tmp_path / "prepared").exists()
 
 
 def test_unknown_key_is_rejected_by_hydra(tmp_path):

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from mnist_pipeline.data.prepared import load_split, normalize, write_prepared
+from mnist_pipeline.data.prepared import load_split, scale, write_prepared
 from mnist_pipeline.errors import PipelineError
 
 IMAGES = np.random.default_rng(1).integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
@@ -11,28 +11,29 @@ IMAGES[0] = 0  # an all-black image must not divide by zero
 
 
 def test_scale_gives_float32_in_unit_range_with_channel():
-    x = normalize(IMAGES, "scale")
+    x = scale(IMAGES)
     assert x.shape == (6, 28, 28, 1) and x.dtype == np.float32
     np.testing.assert_allclose(x[..., 0], IMAGES / 255.0, rtol=1e-6)
 
 
-def test_l2_matches_the_notebooks_keras_normalize():
+def test_l2_lives_in_the_model_so_a_served_model_gets_it():
+    """No train/serve skew: a model with input_norm=l2 fed [0, 1] pixels (what predict and serving send)
+    computes exactly what the notebook's pipeline did, keras.utils.normalize(x, axis=1) then the model."""
     import keras
 
-    expected = keras.utils.normalize(IMAGES.astype(np.float64), axis=1)
-    x = normalize(IMAGES, "l2")
-    np.testing.assert_allclose(x[..., 0], expected, atol=1e-6)
-    assert x.min() >= 0.0 and x.max() <= 1.0
+    from mnist_pipeline.models import mlp
 
-
-def test_unknown_normalization():
-    with pytest.raises(ValueError, match="unknown normalization 'zscore'"):
-        normalize(IMAGES, "zscore")
+    normed = mlp("mlp", hidden=[32, 32], input_norm="l2")
+    plain = mlp("mlp", hidden=[32, 32], input_norm="none")
+    plain.set_weights(normed.get_weights())
+    x = scale(IMAGES)
+    notebook = keras.utils.normalize(x[..., 0].astype(np.float64), axis=1)[..., np.newaxis].astype(np.float32)
+    np.testing.assert_allclose(normed.predict(x, verbose=0), plain.predict(notebook, verbose=0), atol=1e-6)
 
 
 def test_write_is_all_or_nothing(tmp_path):
     out = tmp_path / "prepared"
-    splits = {"train": (normalize(IMAGES, "scale"), np.arange(6, dtype=np.uint8))}
+    splits = {"train": (scale(IMAGES), np.arange(6, dtype=np.uint8))}
 
     def explode(directory):
         raise RuntimeError("disk full")

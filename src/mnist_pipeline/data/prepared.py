@@ -20,24 +20,13 @@ from mnist_pipeline.errors import PipelineError
 
 SPLITS = ("train", "val", "test")
 METADATA = "dataset.json"
-NORMALIZATIONS = ("scale", "l2")
 
 
-def normalize(images: np.ndarray, method: str) -> np.ndarray:
-    """uint8 (n, 28, 28) -> float32 (n, 28, 28, 1) in [0, 1].
-
-    "scale" divides by 255. "l2" reproduces the small-MLP notebook's `keras.utils.normalize(x, axis=1)`:
-    each image's columns (axis 1 of (n, rows, cols)) scaled to unit L2 norm.
-    """
-    x = images.astype(np.float32)
-    if method == "scale":
-        x /= 255.0
-    elif method == "l2":
-        norm = np.sqrt(np.sum(x * x, axis=1, keepdims=True))
-        x /= np.where(norm == 0, 1.0, norm)
-    else:
-        raise ValueError(f"unknown normalization {method!r}; choose one of {NORMALIZATIONS}")
-    return x[..., np.newaxis]
+def scale(images: np.ndarray) -> np.ndarray:
+    """uint8 (n, 28, 28) -> float32 (n, 28, 28, 1) in [0, 1]: pixels / 255, the one input convention of every
+    model, of `predict` and of serving. Any other normalization (the small-MLP notebook's per-column L2
+    norm) is a layer inside the model (model.input_norm), so whoever feeds the model cannot get it wrong."""
+    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
 
 
 def class_counts(labels: np.ndarray, num_classes: int = 10) -> list[int]:
