@@ -30,6 +30,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    from tests.helpers import FUZZ_COUNTS
+
+    if FUZZ_COUNTS:
+        terminalreporter.write_sep("-", "fuzzing")
+        for name, count in FUZZ_COUNTS.items():
+            terminalreporter.write_line(f"{name}: {count:,} generated or mutated inputs")
+
+
 @pytest.fixture(scope="session")
 def mnist_mirror() -> Path:
     """A folder holding the four real MNIST files: $MNIST_MIRROR, else the repo's data/raw.

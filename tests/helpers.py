@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from collections import Counter
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+FUZZ_COUNTS: Counter[str] = Counter()  # inputs each fuzz test ran; printed at the end of the session (conftest)
 
 
 def idx_bytes(array: np.ndarray, dtype_byte: int = 0x08) -> bytes:

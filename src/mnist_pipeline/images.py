@@ -8,12 +8,17 @@ convention and only checked and scaled.
 
 from __future__ import annotations
 
+import os
+import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.npy_files import NpyError, read_array
 
 SIZE = 28
 BOX = 20  # MNIST digits fit a 20x20 box inside the 28x28 image
@@ -24,6 +29,7 @@ INK_THRESHOLD = 0.2  # after background removal: brighter pixels are ink (boundi
 MIN_CONTRAST = 0.05  # ink less than 5% brighter than the background is JPEG noise on a blank sheet
 FORMATS = {"PNG", "JPEG", "MPO"}  # MPO: how Pillow names the JPEGs of many phone cameras
 NPY_SHAPES = "(28, 28), (28, 28, 1) or (n, 28, 28[, 1])"
+MAX_PIXELS = 40_000_000  # a 40-megapixel photo; larger pictures are refused before decoding (bombs)
 
 
 class ImageError(PipelineError):
@@ -55,18 +61,24 @@ def load_image(path: str | Path) -> np.ndarray:
 def load_picture(path: str | Path) -> np.ndarray:
     """A PNG/JPEG file as float32 (28, 28, 1), MNIST-normalized."""
     try:
-        with Image.open(path) as img:
-            if img.format not in FORMATS:
-                raise ImageError(f"{path}: not a PNG/JPEG image (it is {img.format})")
-            gray = _grayscale(ImageOps.exif_transpose(img))  # phone photos are stored rotated
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse, do not just warn
+            with Image.open(path) as img:  # reads the header only
+                if img.format not in FORMATS:
+                    raise ImageError(f"{path}: not a PNG/JPEG image (it is {img.format})")
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageError(f"{path}: image too large ({img.width} x {img.height} pixels, at most "
+                                     f"{MAX_PIXELS:,}): refused before decoding")
+                gray = _grayscale(ImageOps.exif_transpose(img))  # phone photos are stored rotated
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not a PNG/JPEG image (cannot identify image file)") from None
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{path}: image too large ({exc})") from None
     except OSError as exc:  # missing, unreadable, truncated
         raise ImageError(f"{path}: cannot read image ({exc.strerror or exc})") from None
-    except (SyntaxError, ValueError) as exc:  # how Pillow's decoders report some corrupt files
-        raise ImageError(f"{path}: corrupt image ({exc})") from None
+    except (SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, struct.error, zlib.error) as exc:
+        # how Pillow's decoders report damaged files (the fuzz tests exercise them)
+        raise ImageError(f"{path}: corrupt image ({type(exc).__name__}: {exc})") from None
     try:
         return normalize(gray)[..., np.newaxis]
     except ValueError as exc:
@@ -123,13 +135,12 @@ def _load_npy(path: str | Path) -> tuple[np.ndarray, bool]:
                 hint = " (an .npz archive?)" if magic[:2] == b"PK" else ""
                 raise ImageError(f"{path}: not a NumPy .npy file{hint}")
             file.seek(0)
-            array = np.load(file, allow_pickle=False)  # never unpickle: a file could run code
+            array = read_array(file, os.fstat(file.fileno()).st_size)  # never unpickles; checks sizes first
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except (ValueError, EOFError) as exc:  # an object array (pickled), a corrupt header or payload
-        if "allow_pickle" in str(exc):  # NumPy's advice to set allow_pickle does not apply here
-            raise ImageError(f"{path}: holds pickled Python objects, which are never loaded (only plain "
-                             "numeric .npy arrays are)") from None
+    except NpyError as exc:
+        if "pickled" in str(exc):
+            raise ImageError(f"{path}: {exc}") from None
         raise ImageError(f"{path}: not a valid .npy file ({exc})") from None
     shape = array.shape
     if shape[-1:] == (1,) and array.ndim in (3, 4):

@@ -177,3 +177,68 @@ def test_pickles_are_never_loaded(tmp_path):
     with pytest.raises(ImageError, match=r"raw\.npy: not a NumPy \.npy file$"):
         images.load_images(raw_pickle)
     assert not marker.exists()
+
+
+def png_header_only(width, height):
+    """A PNG that declares width x height pixels but carries almost no data: what a decompression bomb's
+    header looks like. Refusing it must not need the pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def exif_rotated(path):
+    """The '7' as a phone stores a portrait photo: pixels turned 90 degrees, EXIF orientation 6 to undo it."""
+    img = digit(ink=(0, 0, 0), paper=(255, 255, 255), mode="RGB").transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    img.save(path, format="JPEG", exif=exif.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("truncated.jpg", "cannot read image (image file is truncated"),
+    ("bomb.png", "image too large"),
+    ("fifty_megapixels.png", "image too large (10000 x 5000 pixels, at most 40,000,000): refused before decoding"),
+    ("one_pixel.png", "no digit found (the image is blank)"),
+    ("gif_named.png", "not a PNG/JPEG image (it is GIF)"),
+])
+def test_real_world_files_that_are_refused(tmp_path, case, expected):
+    path = tmp_path / case
+    if case == "truncated.jpg":
+        save(digit(ink=0, paper=255), path, format="JPEG")
+        path.write_bytes(path.read_bytes()[:400])
+    elif case == "bomb.png":
+        path.write_bytes(png_header_only(60_000, 60_000))  # 3.6 billion pixels
+    elif case == "fifty_megapixels.png":
+        path.write_bytes(png_header_only(10_000, 5_000))
+    elif case == "one_pixel.png":
+        save(Image.new("L", (1, 1), 255), path)
+    else:
+        save(digit(), path, format="GIF")
+    with pytest.raises(ImageError) as err:
+        images.load_image(path)
+    assert str(err.value).startswith(f"{path}: {expected}"), str(err.value)
+
+
+@pytest.mark.parametrize("case", ["exif_rotated.jpg", "palette_with_transparency.png", "alpha.png", "sixteen_bit.png"])
+def test_real_world_files_that_load_like_the_plain_digit(tmp_path, case):
+    expected = images.load_image(save(digit(ink=0, paper=255), tmp_path / "plain.png"))
+    path = tmp_path / case
+    if case == "exif_rotated.jpg":
+        exif_rotated(path)
+    elif case == "palette_with_transparency.png":
+        img = digit(ink=0, paper=255).convert("P")
+        save(img, path, transparency=img.getpixel((0, 0)))  # the paper is transparent: composited on white
+    elif case == "alpha.png":
+        save(digit(ink=(0, 0, 0, 255), paper=(255, 255, 255, 0), mode="RGBA"), path)
+    else:
+        save(Image.fromarray(np.asarray(digit(ink=0, paper=255), np.uint16) * 257), path)
+    x = images.load_image(path)
+    assert x.shape == (28, 28, 1) and x.dtype == np.float32
+    assert np.abs(x - expected).mean() < 0.02, case

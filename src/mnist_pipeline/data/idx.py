@@ -7,8 +7,8 @@ the file, so a corrupt download can never turn into silently wrong training data
 
 from __future__ import annotations
 
-import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +26,39 @@ IDX_DTYPES: dict[int, tuple[str, str]] = {
 }
 UBYTE = 0x08
 NUM_CLASSES = 10
+MAX_PAYLOAD = 256 << 20  # bytes of IDX data: MNIST's largest file is 47 MB uncompressed
+CHUNK = 16 << 20  # decompressed bytes per step
 
 
 class IDXFormatError(PipelineError, ValueError):
     """An IDX file is malformed or is not what MNIST promises."""
 
 
-def read_payload(path: Path) -> bytes:
-    """The IDX bytes of a file, gunzipped if it is gzip-compressed (detected by magic, not by name)."""
+def read_payload(path: Path, max_bytes: int = MAX_PAYLOAD) -> bytes:
+    """The IDX bytes of a file, gunzipped if it is gzip-compressed (detected by magic, not by name). A gzip
+    stream that would decompress past `max_bytes` (a decompression bomb) is refused as it decompresses."""
     raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise IDXFormatError(f"{Path(path).name}: corrupt gzip stream ({exc})") from exc
-    return raw
+    if raw[:2] != b"\x1f\x8b":
+        if len(raw) > max_bytes:
+            raise IDXFormatError(f"{Path(path).name}: {len(raw):,} bytes, more than the {max_bytes:,} accepted")
+        return raw
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip wrapper
+    out, pending = bytearray(), raw
+    try:
+        while pending and not inflate.eof:  # in chunks, so a bomb is stopped near the cap, not after
+            out += inflate.decompress(pending, CHUNK)
+            if len(out) > max_bytes:
+                raise IDXFormatError(f"{Path(path).name}: decompresses to more than {max_bytes:,} bytes "
+                                     "(a decompression bomb?)")
+            pending = inflate.unconsumed_tail
+    except zlib.error as exc:
+        raise IDXFormatError(f"{Path(path).name}: corrupt gzip stream ({exc})") from exc
+    if not inflate.eof:
+        raise IDXFormatError(f"{Path(path).name}: corrupt gzip stream (it ends early)")
+    if inflate.unused_data:
+        raise IDXFormatError(f"{Path(path).name}: {len(inflate.unused_data):,} bytes after the gzip stream")
+    data = bytes(out)
+    return data
 
 
 def parse_idx(data: bytes, name: str, *, dtype_byte: int = UBYTE, ndim: int | None = None) -> np.ndarray:

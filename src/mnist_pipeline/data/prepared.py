@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import numpy as np
 
 from mnist_pipeline.atomic import atomic_dir
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.npy_files import NpyError, read_array
 
 SPLITS = ("train", "val", "test")
 METADATA = "dataset.json"
@@ -49,12 +53,35 @@ def write_prepared(
 
 
 def load_split(prepared_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of one split; a clear error if the stage that writes it has not run."""
+    """(x, y) of one split, checked: x float32 (n, h, w, 1) in [0, 1], y uint8 (n,). A missing file names the
+    stage that writes it; a damaged one is refused in one line (its arrays' headers are checked against
+    their sizes before anything is read, and pickled objects are never loaded)."""
     path = Path(prepared_dir) / f"{split}.npz"
     if not path.is_file():
         raise PipelineError(f"{path} not found: run the prepare stage first (dvc repro prepare)")
-    with np.load(path, allow_pickle=False) as data:
-        return data["x"], data["y"]
+    try:
+        with zipfile.ZipFile(path) as archive:
+            x, y = (_member(archive, name) for name in ("x.npy", "y.npy"))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NpyError, KeyError, OSError, EOFError, zlib.error,
+            NotImplementedError, RuntimeError, ValueError, struct.error, UnicodeDecodeError) as exc:
+        raise _damaged(path, " ".join(str(exc).split())[:160] or type(exc).__name__) from None
+    if x.dtype != np.float32 or x.ndim != 4 or x.shape[-1] != 1:
+        raise _damaged(path, f"x is {x.dtype} {x.shape}, expected float32 (n, height, width, 1)")
+    if y.dtype != np.uint8 or y.shape != (len(x),):
+        raise _damaged(path, f"y is {y.dtype} {y.shape}, expected uint8 ({len(x)},)")
+    if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
+        raise _damaged(path, "x holds values outside [0, 1]")
+    return x, y
+
+
+def _member(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    info = archive.getinfo(name)
+    with archive.open(info) as stream:
+        return read_array(stream, info.file_size)
+
+
+def _damaged(path: Path, why: str) -> PipelineError:
+    return PipelineError(f"{path}: damaged ({why}): run the prepare stage again (dvc repro --force prepare)")
 
 
 def load_metadata(prepared_dir: Path) -> dict:
