@@ -18,7 +18,7 @@ def test_scale_gives_float32_in_unit_range_with_channel():
 
 def test_l2_lives_in_the_model_so_a_served_model_gets_it():
     """No train/serve skew: a model with input_norm=l2 fed [0, 1] pixels (what predict and serving send)
-    computes exactly what the notebook's pipeline did, keras.utils.normalize(x, axis=1) then the model."""
+    computes what the notebook's pipeline did, keras.utils.normalize(x, axis=1) then the model."""
     import keras
 
     from mnist_pipeline.models import mlp
@@ -28,7 +28,13 @@ def test_l2_lives_in_the_model_so_a_served_model_gets_it():
     plain.set_weights(normed.get_weights())
     x = scale(IMAGES)
     notebook = keras.utils.normalize(x[..., 0].astype(np.float64), axis=1)[..., np.newaxis].astype(np.float32)
-    np.testing.assert_allclose(normed.predict(x, verbose=0), plain.predict(notebook, verbose=0), atol=1e-6)
+    # The model's own first step is the notebook's normalization, to float32 precision.
+    first = keras.Model(normed.inputs, normed.layers[0].output)
+    np.testing.assert_allclose(first.predict(x, verbose=0), notebook, rtol=1e-5, atol=1e-7)
+    # End to end: oneDNN's matmul precision differs between CPUs (CI saw 2e-4 on a softmax of ~0.1),
+    # while feeding the plain model unnormalized pixels - the skew this guards against - is 100x off.
+    np.testing.assert_allclose(normed.predict(x, verbose=0), plain.predict(notebook, verbose=0), atol=2e-3)
+    assert np.abs(plain.predict(x, verbose=0) - plain.predict(notebook, verbose=0)).max() > 2e-2
 
 
 def test_write_is_all_or_nothing(tmp_path):
