@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mnist_pipeline import metrics, plots, validate
-from mnist_pipeline.atomic import atomic_file
+from mnist_pipeline.atomic import all_or_nothing
 from mnist_pipeline.data.prepared import load_split
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.model_files import load_keras
@@ -41,9 +40,8 @@ def read_json(path: Path, what: str) -> dict:
     return json.loads(path.read_text())
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    with atomic_file(path) as f:
-        f.write(text.encode())
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
 
 
 def _csv(header: list[str], rows) -> str:
@@ -54,9 +52,9 @@ def _csv(header: list[str], rows) -> str:
     return buffer.getvalue()
 
 
-def write_probabilities(path: Path, **splits: tuple[np.ndarray, np.ndarray]) -> None:
-    """<split>_probs (n, 10) float32 and <split>_labels per split, in one .npz, written atomically."""
-    with atomic_file(path) as f:
+def save_probabilities(path: Path, **splits: tuple[np.ndarray, np.ndarray]) -> None:
+    """<split>_probs (n, 10) float32 and <split>_labels per split, in one .npz."""
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to a staging name
         np.savez(f, **{f"{name}_{part}": array for name, (probs, labels) in splits.items()
                        for part, array in (("probs", probs.astype(np.float32)), ("labels", labels))})
 
@@ -91,31 +89,31 @@ def evaluate(cfg: DictConfig) -> dict:
         for key in ("precision", "recall", "f1"):
             logged[f"test_{key}_{row['class']}"] = row[key]
 
+    epochs = range(len(history["history"]["loss"]))
+    evaluation = {"variant": variant, **test_metrics, "per_class": summary["per_class"],
+                  "confusion_matrix": summary["confusion_matrix"]}
     store.setup(cfg.tracking)
-    with tempfile.TemporaryDirectory() as tmp:
+    # Every output is staged first and logged to the run, then all are moved into place at once: a failure
+    # or signal part-way leaves the previous outputs whole, never old and new mixed.
+    with all_or_nothing() as outputs:
+        figure_dir = outputs.folder(plots_dir / "figures" / variant)
         figures = [
-            plots.confusion_matrix(np.array(summary["confusion_matrix"]), Path(tmp) / "confusion_matrix.png",
+            plots.confusion_matrix(np.array(summary["confusion_matrix"]), figure_dir / "confusion_matrix.png",
                                    title=f"{variant}: test accuracy {summary['accuracy']:.4f}"),
             plots.digit_grid(x_test[wrong], [f"true {y_test[i]} / pred {y_pred[i]}" for i in wrong],
-                             Path(tmp) / "misclassified.png"),
+                             figure_dir / "misclassified.png"),
         ]
-        evaluation = {"variant": variant, **test_metrics, "per_class": summary["per_class"],
-                      "confusion_matrix": summary["confusion_matrix"]}
-        (Path(tmp) / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
-        runs.log_to_run(run_info["run_id"], logged, [*figures, Path(tmp) / "evaluation.json"], "test")
-        figure_dir = plots_dir / "figures" / variant
-        figure_dir.mkdir(parents=True, exist_ok=True)
-        for figure in figures:
-            os.replace(figure, figure_dir / figure.name)
-
-    _write_atomic(plots_dir / "predictions" / f"{variant}.csv",
-                  _csv(["actual", "predicted"], zip(y_test.tolist(), y_pred.tolist())))
-    _write_atomic(plots_dir / "per_class" / f"{variant}.json", json.dumps(summary["per_class"], indent=2) + "\n")
-    epochs = range(len(history["history"]["loss"]))
-    _write_atomic(plots_dir / "curves" / f"{variant}.csv", _csv(
-        ["epoch", *CURVE_KEYS], ([e, *(history["history"][k][e] for k in CURVE_KEYS)] for e in epochs)))
-    write_probabilities(Path(cfg.probabilities_file), val=(val_probs, y_val), test=(probs, y_test))
-    _write_atomic(Path(cfg.metrics_file), json.dumps(test_metrics, indent=2) + "\n")
+        _write(outputs.file(plots_dir / "predictions" / f"{variant}.csv"),
+               _csv(["actual", "predicted"], zip(y_test.tolist(), y_pred.tolist())))
+        _write(outputs.file(plots_dir / "per_class" / f"{variant}.json"),
+               json.dumps(summary["per_class"], indent=2) + "\n")
+        _write(outputs.file(plots_dir / "curves" / f"{variant}.csv"), _csv(
+            ["epoch", *CURVE_KEYS], ([e, *(history["history"][k][e] for k in CURVE_KEYS)] for e in epochs)))
+        save_probabilities(outputs.file(Path(cfg.probabilities_file)), val=(val_probs, y_val), test=(probs, y_test))
+        _write(outputs.file(Path(cfg.metrics_file)), json.dumps(test_metrics, indent=2) + "\n")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+            runs.log_to_run(run_info["run_id"], logged, [*figures, Path(tmp) / "evaluation.json"], "test")
     log.info("%s: test accuracy %.4f, loss %.4f (run %s)", variant, summary["accuracy"], summary["loss"],
              run_info["run_id"])
     return evaluation

@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_pipeline.errors import PipelineError, Terminated
-from mnist_pipeline import workspace
+from mnist_pipeline import signals, workspace
 
 CONF_DIR = str(workspace.CONF_DIR)  # the workspace's conf/: a DVC experiment runs its own config
 
@@ -29,7 +29,8 @@ def hydra_stage(config_name: str) -> Callable[[Callable[[DictConfig], None]], Ca
         @functools.wraps(fn)
         def task(cfg: DictConfig) -> None:
             try:
-                fn(cfg)
+                with signals.handled():  # SIGTERM raises, so staging folders and runs are cleaned up
+                    fn(cfg)
             except PipelineError as exc:
                 log.error("%s", exc)
                 print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -37,6 +38,9 @@ def hydra_stage(config_name: str) -> Callable[[Callable[[DictConfig], None]], Ca
             except Terminated:
                 print("terminated by SIGTERM", file=sys.stderr, flush=True)
                 raise SystemExit(128 + 15) from None
+            except KeyboardInterrupt:
+                print("interrupted", file=sys.stderr, flush=True)
+                raise SystemExit(128 + 2) from None
 
         return hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(task)
 

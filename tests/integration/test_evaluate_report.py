@@ -26,11 +26,22 @@ def evaluated(tmp_path_factory, small_prepared, store):
                          "trainer.epochs=2", f"variant={VARIANT}", f"output_dir={tmp / 'models' / VARIANT}",
                          f"hydra.run.dir={tmp / 'h1'}", env=env)
     assert trained.returncode == 0, trained.stderr
-    result = run_module("mnist_pipeline.evaluate", f"variant={VARIANT}", f"data_dir={small_prepared}",
-                        f"model_dir={tmp / 'models' / VARIANT}", f"metrics_file={tmp / 'metrics' / VARIANT}.json",
-                        f"plots_dir={tmp / 'plots'}", f"hydra.run.dir={tmp / 'h2'}", env=env)
+    result = evaluate(tmp, small_prepared, env)
     assert result.returncode == 0, result.stderr
     return tmp
+
+
+def evaluate(tmp, data_dir, env, *overrides):
+    return run_module("mnist_pipeline.evaluate", f"variant={VARIANT}", f"data_dir={data_dir}",
+                      f"model_dir={tmp / 'models' / VARIANT}", f"metrics_file={tmp / 'metrics' / VARIANT}.json",
+                      f"plots_dir={tmp / 'plots'}", f"probabilities_file={tmp / 'probabilities' / VARIANT}.npz",
+                      f"hydra.run.dir={tmp / 'h2'}", *overrides, env=env)
+
+
+def outputs(tmp):
+    """Every file evaluate writes, by path relative to `tmp`."""
+    return {str(p.relative_to(tmp)): p for folder in ("metrics", "plots", "probabilities")
+            for p in sorted((tmp / folder).rglob("*")) if p.is_file()}
 
 
 def test_metrics_match_an_independent_count(evaluated, small_prepared):
@@ -71,3 +82,28 @@ def test_evaluate_without_training_names_the_missing_file(tmp_path, small_prepar
                         f"data_dir={small_prepared}", f"hydra.run.dir={tmp_path / 'h'}")
     assert result.returncode == 1
     assert f"error: {tmp_path / 'ghost' / 'run.json'} not found: train the variant first" in result.stderr
+
+
+@pytest.mark.parametrize("failure", ["an output path is blocked", "the run is not in the store"])
+def test_a_failure_part_way_keeps_every_previous_output(failure, evaluated, store, small_prepared, tmp_path):
+    """evaluate stages its six outputs, logs to the run, then moves all into place: a failure part-way
+    (staging one output, or logging) leaves the previous outputs whole and no staging behind."""
+    import shutil
+
+    tmp = shutil.copytree(evaluated, tmp_path / "copy")
+    before = outputs(tmp)
+    assert len(before) == 7  # metrics, predictions, per_class, curves, probabilities, two figures
+    for path in before.values():
+        path.write_bytes(b"previous " + path.name.encode())
+    if failure == "an output path is blocked":  # staged after four others
+        result = evaluate(tmp, small_prepared, {"MLFLOW_TRACKING_URI": store},
+                          f"probabilities_file={tmp / 'metrics' / VARIANT}.json/p.npz")
+    else:
+        result = evaluate(tmp, small_prepared, {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'other.db'}"})
+        assert "the store was reset or moved since training" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1, result.stderr
+    assert {name: p.read_bytes() for name, p in outputs(tmp).items()} == {
+        name: b"previous " + p.name.encode() for name, p in before.items()}
+    assert [str(p) for p in tmp.rglob(".*.tmp")] == []
+    run_id = json.loads((tmp / "models" / VARIANT / "run.json").read_text())["run_id"]
+    assert len(MlflowClient(tracking_uri=store).get_metric_history(run_id, "test_accuracy")) == 1

@@ -104,3 +104,50 @@ def test_no_source_leaves_nothing_behind(tmp_path):
     assert f"{empty / 'train-images-idx3-ubyte.gz'}: no such file" in result.stderr
     assert not (tmp_path / "prepared").exists()
     assert list((tmp_path / "raw").iterdir()) == []
+
+
+def start_prepare(tmp_path, mirror):
+    """prepare on the full data in the background; returns it once its staging folder exists."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import REPO
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_pipeline.prepare", f"data.raw_dir={tmp_path / 'raw'}",
+         f"data.prepared_dir={tmp_path / 'prepared'}", f"hydra.run.dir={tmp_path / 'hydra'}", "data.mirrors=[]"],
+        cwd=REPO, env={**os.environ, "MNIST_MIRROR": str(mirror)}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".prepared.*.tmp")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"prepare never staged its output: {proc.communicate()[1]}")
+        time.sleep(0.02)
+    return proc
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGKILL"])
+def test_a_prepare_stopped_mid_write_leaves_no_output_and_the_next_completes(signum, tmp_path, mnist_mirror):
+    """Stopped while writing its output: SIGTERM cleans up its staging at once; kill -9 cannot, so the
+    next prepare removes it. Either way no partial data/prepared appears and the rerun is complete."""
+    import signal
+
+    proc = start_prepare(tmp_path, mnist_mirror)
+    try:
+        proc.send_signal(getattr(signal, signum))
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert not (tmp_path / "prepared").exists()
+    if signum == "SIGTERM":
+        assert proc.returncode == 143 and "terminated by SIGTERM" in stderr, stderr
+        assert list(tmp_path.glob(".prepared.*.tmp")) == []
+    else:
+        assert proc.returncode == -9 and len(list(tmp_path.glob(".prepared.*.tmp"))) == 1
+    result = prepare(tmp_path, mnist_mirror, "data.mirrors=[]")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hydra", "prepared", "raw"]
+    assert [p.name for p in (tmp_path / "raw").iterdir() if p.name.startswith(".")] == []
+    assert len(load_split(tmp_path / "prepared", "test")[1]) == 10_000

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline import report
 from mnist_pipeline.data.prepared import data_hash
-from mnist_pipeline.evaluate import write_probabilities
+from mnist_pipeline.evaluate import save_probabilities
 from mnist_pipeline.stage import CONF_DIR
 from mnist_pipeline.tracking import logged_models, runs, store as tracking_store
 
@@ -57,8 +57,9 @@ def fake_variant(root, name, val_accuracy, test_accuracy, store, predicts=0, tag
     (root / "metrics").mkdir(exist_ok=True)
     (root / "metrics" / f"{name}.json").write_text(json.dumps({"test_accuracy": test_accuracy, "test_loss": 0.2}))
     labels = np.arange(10_000) % 10  # fine enough for accuracies like 0.9903
-    write_probabilities(root / "probabilities" / f"{name}.npz",
-                        val=(confident(labels, val_accuracy), labels), test=(confident(labels, test_accuracy), labels))
+    (root / "probabilities").mkdir(exist_ok=True)
+    save_probabilities(root / "probabilities" / f"{name}.npz",
+                       val=(confident(labels, val_accuracy), labels), test=(confident(labels, test_accuracy), labels))
     return uri
 
 

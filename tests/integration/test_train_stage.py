@@ -213,6 +213,34 @@ def test_sigterm_leaves_run_killed(tmp_path, small_prepared):
     assert not (tmp_path / "out").exists()
 
 
+def test_sigterm_during_a_multirun_ends_parent_and_child_killed(tmp_path, small_prepared):
+    """A terminated sweep: the job running ends KILLED, and so does the parent run (not FAILED)."""
+    client_for(tmp_path).search_experiments()  # create the store first
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_pipeline.train", "-m", f"data_dir={small_prepared}",
+                             "model=mlp_32x32,dense_2x350", "trainer.epochs=500", f"hydra.sweep.dir={tmp_path / 's'}"],
+                            cwd=REPO, env={**os.environ, **store_env(tmp_path)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until the first job has logged an epoch
+            if any("loss" in r.data.metrics for r in all_runs(tmp_path)):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the sweep never logged an epoch")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    runs = all_runs(tmp_path)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert [r.info.status for r in parents] == ["KILLED"], stderr
+    assert [(r.info.run_name, r.info.status) for r in children] == [("mlp_32x32-none", "KILLED")]
+    assert list(tmp_path.rglob(".*.tmp")) == []
+
+
 def test_multirun_groups_runs_under_a_parent(tmp_path, small_prepared):
     result = run_module(
         "mnist_pipeline.train", "-m", f"data_dir={small_prepared}", "model=mlp_32x32,dense_2x350",

@@ -10,7 +10,6 @@ import atexit
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -25,6 +24,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_pipeline import signals
 from mnist_pipeline.errors import Terminated
 from mnist_pipeline.tracking.store import TrackingError, guarded, setup
 
@@ -55,32 +55,6 @@ def _param_value(value: Any) -> str:
 
 
 @contextmanager
-def _signals_recorded(received: list[int]) -> Iterator[None]:
-    """While a run is open, SIGTERM raises Terminated (SIGINT raises KeyboardInterrupt as usual) and
-    either is recorded, so the run ends KILLED even if a library wraps the exception in its own."""
-
-    def on_term(signum, frame):
-        received.append(signum)
-        raise Terminated(f"signal {signum}")
-
-    def on_int(signum, frame):
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    try:
-        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_term),
-                    signal.SIGINT: signal.signal(signal.SIGINT, on_int)}
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-@contextmanager
 def training_run(
     run_name: str, config: DictConfig | Mapping, tags: Mapping[str, str], parent_run_id: str | None = None
 ) -> Iterator[mlflow.ActiveRun]:
@@ -89,9 +63,9 @@ def training_run(
     parent = parent_run_id or os.environ.get(PARENT_RUN_ENV)
     with guarded(f"starting run {run_name!r}"):
         run = mlflow.start_run(run_name=run_name, parent_run_id=parent or None, tags=dict(tags))
-    status, received = "FAILED", []
+    status, mark = "FAILED", len(signals.received)
     try:
-        with _signals_recorded(received):
+        with signals.handled():  # SIGTERM/SIGINT end the run KILLED, even if a library wraps the exception
             params = {k: _param_value(v) for k, v in flatten(config).items()}
             too_long = [k for k, v in params.items() if len(v) > MAX_PARAM_LENGTH]
             for key in too_long:
@@ -103,7 +77,7 @@ def training_run(
         status = "FINISHED"
     finally:
         failure = sys.exc_info()[1]
-        if received or isinstance(failure, (KeyboardInterrupt, Terminated)):
+        if signals.since(mark) or isinstance(failure, (KeyboardInterrupt, Terminated)):
             status = "KILLED"
         _end_run(run, run_name, status, failure)
 
@@ -239,7 +213,10 @@ class MultirunParentRun(Callback):
                                       tags={"sweep.dir": str(config.hydra.sweep.dir)})
         self._run_id = run.info.run_id
         os.environ[PARENT_RUN_ENV] = self._run_id
-        atexit.register(self._end, "FAILED")  # a sweep that raised never reaches on_multirun_end
+        atexit.register(self._end_early)  # a sweep that raised or was stopped never reaches on_multirun_end
+
+    def _end_early(self) -> None:
+        self._end("KILLED" if signals.received else "FAILED")
 
     def _end(self, status: str) -> None:
         if self._client is not None and self._run_id is not None:
