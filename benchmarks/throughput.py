@@ -110,8 +110,12 @@ def measure(spec: dict) -> dict:
     if spec["path"] == "pipeline":
         from mnist_pipeline.train import prepare_fit
 
+        from mnist_pipeline.training import steps_per_epoch
+
+        cfg.trainer.epochs = epochs
         model, dataset, _ = prepare_fit(cfg, x, y)
-        model.fit(dataset, epochs=epochs, verbose=0, callbacks=[timer])
+        model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch(len(x), cfg.trainer.batch_size),
+                  verbose=0, callbacks=[timer])
         settings = {"batch_size": cfg.trainer.batch_size, "precision": model.dtype_policy.name,
                     "steps_per_execution": cfg.trainer.steps_per_execution}
     else:

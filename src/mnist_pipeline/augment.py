@@ -7,7 +7,7 @@ Design:
 - Stateless seeds. Parameters come from `tf.random.stateless_uniform`, so the output is a pure function
   of (images, seed): the same seed gives bit-identical output, and no stateful random op is involved,
   which keeps `tf.data` parallel and fast under `tf.config.experimental.enable_op_determinism()`.
-  `augment_dataset` draws a fresh seed per batch and per epoch from a seeded `Dataset.random`.
+  `augment_dataset` folds the batch index into a per-epoch key, so an epoch can be replayed alone.
 
 Coordinates: x is the column, y the row (pointing down); pixel centres sit at integer coordinates and
 transforms act about the image centre ((W - 1) / 2, (H - 1) / 2).
@@ -114,23 +114,20 @@ def random_affine(
     return apply_affine(images, matrices)
 
 
-def augment_dataset(dataset: tf.data.Dataset, seed: int, parallelism: int = tf.data.AUTOTUNE,
+def augment_dataset(dataset: tf.data.Dataset, key, parallelism: int = tf.data.AUTOTUNE,
                     **params) -> tf.data.Dataset:
-    """Map random_affine over batches (images, labels), with a new seed per batch and per epoch.
+    """Map random_affine over batches (images, labels), batch i warped with the seed fold_in(key, i).
 
-    The seeds come from Dataset.random(seed), which rerandomizes on each new iteration (epoch) yet
-    restarts identically in a freshly built dataset or process. Its stream also depends on TF's
-    global seed when one is set (tf.random.set_seed / keras.utils.set_random_seed).
+    `key` is a stateless seed, shape (2,) int64: the training derives one per epoch from (seed, epoch), so
+    every epoch draws anew yet any epoch can be replayed alone (a resumed training).
     """
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    key = tf.cast(key, tf.int64)
 
-    def augment(batch, batch_seed):
+    def warp(index, batch):
         images, labels = batch
-        return random_affine(images, batch_seed, **params), labels
+        return random_affine(images, tf.random.experimental.stateless_fold_in(key, index), **params), labels
 
-    return tf.data.Dataset.zip(dataset, seeds).map(
-        augment, num_parallel_calls=parallelism, deterministic=True
-    )
+    return dataset.enumerate().map(warp, num_parallel_calls=parallelism, deterministic=True)
 
 
 def is_identity(params: Mapping[str, float]) -> bool:

@@ -4,9 +4,10 @@
     mnist-pipeline registry                       # the registered versions, their tags, the alias holder
     mnist-pipeline registry rollback VERSION      # move the champion alias back to an earlier version
     mnist-pipeline server start | status | stop   # a shared MLflow tracking server on PostgreSQL
+    mnist-pipeline runs stale [--clean]           # RUNNING runs whose process died; --clean ends them KILLED
 
 predict's exit codes: 0 every file was predicted, 1 some file could not be read (the others are still
-predicted), 2 usage error or the model cannot be loaded. registry and server exit 1 on an error.
+predicted), 2 usage error or the model cannot be loaded. registry, server and runs exit 1 on an error.
 TensorFlow and MLflow are imported only once a command runs, so `--help` and usage errors answer at once.
 """
 
@@ -78,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--allowed-hosts", metavar="HOSTS", help="comma-separated Host headers the server answers, "
                         "e.g. mlflow.example.org,10.0.0.5:5000 (protection against DNS rebinding)")
     server.set_defaults(run=server_command)
+
+    stale = commands.add_parser(
+        "runs", help="find (and end) RUNNING runs whose process died",
+        description="`stale`: every RUNNING run with the process that owns it and whether that process is "
+                    "alive; a run whose process on this host is gone (kill -9, power loss) is `dead`. "
+                    "--clean ends the dead ones KILLED. Runs owned on another host are listed, never ended.")
+    stale.add_argument("action", choices=("stale",))
+    stale.add_argument("--clean", action="store_true", help="end the dead runs KILLED")
+    _tracking_option(stale)
+    stale.set_defaults(run=runs_command)
     return parser
 
 
@@ -222,6 +233,34 @@ def server_command(args: argparse.Namespace) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def runs_command(args: argparse.Namespace) -> int:
+    from mnist_pipeline.errors import PipelineError
+
+    try:
+        _open_store(args)
+        from mlflow.tracking import MlflowClient
+
+        from mnist_pipeline.tracking import stale
+
+        client = MlflowClient()
+        found = stale.running(client)
+        ended = {r.info.run_id for r in stale.end_dead(client, found)} if args.clean else set()
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not found:
+        print("no RUNNING runs")
+    for item in found:
+        run = item.run
+        state = "dead, ended KILLED" if run.info.run_id in ended else item.verdict
+        print(f"{run.info.run_id}  {run.info.run_name or '-':<24} {state:<18} "
+              f"{run.data.tags.get(stale.OWNER_TAG, '(no owner tag)')}")
+    dead = sum(item.verdict == "dead" for item in found)
+    if dead and not args.clean:
+        print(f"{dead} dead: `mnist-pipeline runs stale --clean` ends them KILLED")
     return 0
 
 

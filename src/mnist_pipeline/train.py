@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_pipeline import augment, plots, training, validate, workspace
+from mnist_pipeline import augment, plots, resume, training, validate, workspace
 from mnist_pipeline.atomic import atomic_dir
 from mnist_pipeline.data.prepared import data_hash, load_split
 from mnist_pipeline.stage import hydra_stage
@@ -120,62 +119,92 @@ def augment_settings(cfg: DictConfig) -> dict[str, float]:
     return {k: float(cfg.augment[k]) for k in AUGMENT_KEYS}
 
 
-def prepare_fit(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray, jobs: int = 1):
+def prepare_fit(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray, jobs: int = 1, first_epoch: int = 0):
     """The pipeline's training path up to `model.fit`: runtime settings, seeds, the compiled model and the
-    training dataset. Returns (model, dataset, build), `build()` making a fresh model of the same config.
-    `jobs`: trainings running at once (their threads are split). The benchmarks call this too, so they
-    measure exactly what the train stage runs."""
+    training dataset (epochs first_epoch..trainer.epochs-1; fit it with steps_per_epoch). Returns (model,
+    dataset, build), `build()` making a fresh model of the same config. `jobs`: trainings running at once
+    (their threads are split). The benchmarks call this too, so they measure what the train stage runs."""
     training.configure_runtime(cfg.trainer, jobs)
     training.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
 
     def build():
         return instantiate(cfg.model, _convert_="all")
 
-    steps = cfg.trainer.epochs * math.ceil(len(x_train) / cfg.trainer.batch_size)
+    steps = cfg.trainer.epochs * training.steps_per_epoch(len(x_train), cfg.trainer.batch_size)
     model = training.compile_model(build(), cfg.optimizer, cfg.trainer.steps_per_execution, total_steps=steps)
-    return model, training.train_dataset(x_train, y_train, cfg.trainer, augment_settings(cfg)), build
+    dataset = training.train_dataset(x_train, y_train, cfg.trainer, augment_settings(cfg),
+                                     range(first_epoch, cfg.trainer.epochs))
+    return model, dataset, build
+
+
+def settings_hash(cfg: DictConfig) -> str:
+    """The SHA-256 of every resolved setting: a snapshot resumes only a training with the same ones."""
+    return resume.config_hash(json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True))
+
+
+def resume_point(cfg: DictConfig, state: Path) -> resume.Snapshot | None:
+    """The verified snapshot to resume from, if any, and only if its run is still in the store."""
+    start = resume.latest(state, settings_hash(cfg))
+    if start is not None and not runs.find_run(start.state["run_id"]):
+        log.warning("resume: run %s is not in the store (%s): starting from scratch", start.state["run_id"],
+                    store.tracking_uri(cfg.tracking))
+        resume.discard(state)
+        return None
+    return start
 
 
 def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | None = None,
           overrides: Sequence[str] | None = None, parent_run_id: str | None = None) -> dict:
     """One training, one MLflow run. Called by Hydra with the config alone; a caller that drives trainings
-    itself (the search) adds Keras callbacks, run tags, the overrides that made `cfg` and a parent run."""
+    itself (the search) adds Keras callbacks, run tags, the overrides that made `cfg` and a parent run.
+
+    Killed at any moment and started again with the same output_dir and settings, it resumes after its
+    last completed epoch in the same MLflow run (resume.py)."""
     check_settings(cfg)
     data_dir, output_dir = Path(cfg.data_dir), Path(cfg.output_dir)
     x_train, y_train = load_split(data_dir, "train")
     x_val, y_val = load_split(data_dir, "val")
     x_test, y_test = load_split(data_dir, "test")
-    augment_params = augment_settings(cfg)
+    store.setup(cfg.tracking)
+    state = resume.state_dir(output_dir)
+    start = resume_point(cfg, state)
+    first_epoch = start.epochs if start else 0
     # a bad model config fails here, before any run
-    model, train_ds, build = prepare_fit(cfg, x_train, y_train, jobs=concurrent_jobs())
+    model, train_ds, build = prepare_fit(cfg, x_train, y_train, jobs=concurrent_jobs(), first_epoch=first_epoch)
     val_ds = training.eval_dataset(x_val, y_val)
 
-    store.setup(cfg.tracking)
-    with atomic_dir(output_dir) as staging:
-        with runs.training_run(cfg.variant, cfg, {**run_tags(cfg), **(tags or {})}, parent_run_id) as run:
-            runs.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-            given = hydra_overrides() if overrides is None else list(overrides)
-            runs.log_text("\n".join(given) + "\n", "overrides.txt")
-            summary: list[str] = []
-            model.summary(print_fn=lambda line, **_: summary.append(line))
-            runs.log_text("\n".join(summary) + "\n", "model_summary.txt")
-            if not augment.is_identity(augment_params):
-                grid = augment.preview_grid(x_train[:8], staging / "augmented_samples.png",
-                                            seed=cfg.trainer.seed, **augment_params)
-                runs.log_file(grid)
+    with runs.training_run(cfg.variant, cfg, {**run_tags(cfg), **(tags or {})}, parent_run_id,
+                           resume_run_id=start.state["run_id"] if start else None) as run:
+        # The outputs are committed before the run ends FINISHED: a finished run always has its folder.
+        with atomic_dir(output_dir) as staging:
+            if start:
+                log.info("%s: resuming run %s after epoch %d of %d", cfg.variant, run.info.run_id, start.epochs,
+                         cfg.trainer.epochs)
+                logged = runs.log_missing_epochs(run.info.run_id, start.state["history"],
+                                                 runs.logged_epochs(run.info.run_id))
+            else:
+                logged = set()
+                log_setup(cfg, model, x_train, staging, overrides)
 
             best, extra_callbacks = training.callbacks(cfg.trainer)
-            history = model.fit(
-                train_ds, validation_data=val_ds, epochs=cfg.trainer.epochs, shuffle=False,  # train_ds shuffles
-                callbacks=[runs.EpochMetrics(), *extra_callbacks, *callbacks],
+            checkpoint = resume.Checkpoint(
+                state, start, {"run_id": run.info.run_id, "config_sha256": settings_hash(cfg)},
+                stateful={type(cb).__name__: cb for cb in extra_callbacks})
+            model.fit(
+                train_ds, validation_data=val_ds, epochs=cfg.trainer.epochs, initial_epoch=first_epoch,
+                steps_per_epoch=training.steps_per_epoch(len(x_train), cfg.trainer.batch_size),
+                shuffle=False,  # train_ds shuffles
+                # the epoch's state is saved (checkpoint) before it is logged: a kill between the two is
+                # made good on resume (log_missing_epochs); one after leaves it logged once (`logged`)
+                callbacks=[runs.EpochStats(), *extra_callbacks, checkpoint, runs.EpochMetrics(logged), *callbacks],
                 verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
             )
             record = {
                 "variant": cfg.variant,
-                "epochs_run": len(history.epoch),
+                "epochs_run": len(checkpoint.history["loss"]),
                 "best_epoch": best.best_epoch,
                 "params": int(model.count_params()),
-                "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+                "history": checkpoint.history,  # every epoch, those before a resume included
             }
             curves = plots.training_curves(record["history"], staging / "training_curves.png", title=cfg.variant)
             runs.log_file(curves)
@@ -190,10 +219,25 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
                 "model_uri": model_uri,
                 "variant": cfg.variant,
             }, indent=2) + "\n")
+        resume.discard(state)  # the outputs are in place: nothing left to resume
     print_first_prediction(model, x_test, y_test)
     log.info("%s: best epoch %s, val_accuracy %.4f, outputs in %s", cfg.variant, best.best_epoch,
              record["history"]["val_accuracy"][best.best_epoch or 0], output_dir)
     return {**record, "run_id": run.info.run_id}
+
+
+def log_setup(cfg: DictConfig, model, x_train: np.ndarray, staging: Path, overrides: Sequence[str] | None) -> None:
+    """A new run's artifacts that describe the training: config, overrides, model summary, augmentation."""
+    runs.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    given = hydra_overrides() if overrides is None else list(overrides)
+    runs.log_text("\n".join(given) + "\n", "overrides.txt")
+    summary: list[str] = []
+    model.summary(print_fn=lambda line, **_: summary.append(line))
+    runs.log_text("\n".join(summary) + "\n", "model_summary.txt")
+    params = augment_settings(cfg)
+    if not augment.is_identity(params):
+        grid = augment.preview_grid(x_train[:8], staging / "augmented_samples.png", seed=cfg.trainer.seed, **params)
+        runs.log_file(grid)
 
 
 main = hydra_stage("train")(train)

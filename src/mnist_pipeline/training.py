@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -109,8 +110,26 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def train_dataset(x: np.ndarray, y: np.ndarray, trainer: Mapping, augment_params: Mapping) -> tf.data.Dataset:
-    """Shuffled (seeded, reshuffled every epoch), batched, augmented on the fly when asked for.
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    return math.ceil(images / batch_size)
+
+
+def epoch_order(n: int, buffer: int, key) -> tf.Tensor:
+    """The order of one epoch's n images from a stateless key: a full permutation, or with a buffer < n a
+    local one, each image moving within about `buffer` places (what a shuffle buffer of that size does;
+    tf.data's own shuffle takes no per-epoch seed inside a pipeline)."""
+    if buffer >= n:
+        return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key)
+    jitter = tf.random.stateless_uniform([n], seed=key, dtype=tf.float64) * buffer
+    return tf.cast(tf.argsort(tf.range(n, dtype=tf.float64) + jitter, stable=True), tf.int64)
+
+
+def train_dataset(x: np.ndarray, y: np.ndarray, trainer: Mapping, augment_params: Mapping,
+                  epochs: range) -> tf.data.Dataset:
+    """The batches of `epochs` (range(E) for a whole training, range(k, E) resuming after k epochs), one
+    epoch after another: fit it with steps_per_epoch. Each epoch is shuffled, and augmented when asked
+    for, with seeds derived from (seed, epoch) alone, so epoch k is the same whether training started at
+    0 or resumed at k.
 
     The arrays become two in-memory tensors once; only indices are shuffled, and each batch is gathered
     from the tensors in one op instead of passing 54,000 single images through tf.data every epoch.
@@ -119,11 +138,20 @@ def train_dataset(x: np.ndarray, y: np.ndarray, trainer: Mapping, augment_params
     """
     images, labels = tf.constant(x), tf.constant(y)
     buffer = trainer["shuffle_buffer"] or len(x)
-    order = tf.data.Dataset.range(len(x)).shuffle(buffer, seed=trainer["seed"], reshuffle_each_iteration=True)
-    ds = order.batch(trainer["batch_size"]).map(
-        lambda index: (tf.gather(images, index), tf.gather(labels, index)), num_parallel_calls=PIPELINE_PARALLELISM)
-    if not augment.is_identity(augment_params):
-        ds = augment.augment_dataset(ds, trainer["seed"], parallelism=PIPELINE_PARALLELISM, **augment_params)
+    augmented = not augment.is_identity(augment_params)
+
+    def one_epoch(epoch):
+        shuffle_key, augment_key = tf.unstack(
+            tf.random.experimental.stateless_split(tf.stack([tf.constant(trainer["seed"], tf.int64), epoch]), 2))
+        order = tf.data.Dataset.from_tensor_slices(epoch_order(len(x), buffer, shuffle_key))
+        ds = order.batch(trainer["batch_size"]).map(
+            lambda index: (tf.gather(images, index), tf.gather(labels, index)),
+            num_parallel_calls=PIPELINE_PARALLELISM, deterministic=True)
+        if augmented:
+            ds = augment.augment_dataset(ds, augment_key, parallelism=PIPELINE_PARALLELISM, **augment_params)
+        return ds
+
+    ds = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(one_epoch)
     return without_autotune(ds.prefetch(PIPELINE_PARALLELISM))
 
 
@@ -196,6 +224,22 @@ class BestWeights(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._weights is not None:
             self.model.set_weights(self._weights)
+
+    # Saved with each resume snapshot (resume.Checkpoint): the best epoch so far and its weights.
+    WEIGHTS_FILE = "best_weights.npz"
+
+    def get_state(self) -> dict:
+        return {"best_epoch": self.best_epoch, "best_val_loss": float(self.best_val_loss)}
+
+    def save_files(self, folder: Path) -> None:
+        if self._weights is not None:
+            np.savez(folder / self.WEIGHTS_FILE, *self._weights)
+
+    def set_state(self, state: dict, folder: Path) -> None:
+        self.best_epoch, self.best_val_loss = state["best_epoch"], state["best_val_loss"]
+        if self.best_epoch is not None:
+            with np.load(folder / self.WEIGHTS_FILE, allow_pickle=False) as saved:
+                self._weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
 def callbacks(trainer: Mapping) -> tuple[BestWeights, list[keras.callbacks.Callback]]:

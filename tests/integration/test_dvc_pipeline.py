@@ -1,5 +1,6 @@
 """`dvc repro` in a temporary copy of the repository, on a small slice of the real data."""
 
+import contextlib
 import csv
 import io
 import json
@@ -143,3 +144,55 @@ def git_commit_all(repo, message):
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
     subprocess.run(["git", "commit", "-qm", message], cwd=repo, check=True, env=env)
+
+
+@pytest.mark.slow
+def test_a_repro_killed_mid_training_then_rerun_is_consistent(tmp_path, mnist_mirror):
+    """kill -9 of `dvc repro` and its stage (as power loss would) while a variant trains, then `dvc repro`:
+    every stage completes, dvc.lock records all of them, the killed training resumed in its own MLflow run
+    (one FINISHED run per variant, every epoch once), and no resume state or staging is left."""
+    import signal
+    import sys
+    import time
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    repo = copy_repo(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["prepare"]["limit"], params["train"]["epochs"] = 2000, 4
+    params["variants"] = {k: params["variants"][k] for k in ("mlp_32x32-none", "shallow_cnn-none")}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    bindir = os.path.dirname(sys.executable)
+    env = {**os.environ, "MNIST_MIRROR": str(mnist_mirror), "PATH": bindir + os.pathsep + os.environ["PATH"]}
+    proc = subprocess.Popen([os.path.join(bindir, "dvc"), "repro"], cwd=repo, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not list((repo / "models").glob("*.resume/snapshots/epoch-0002")):
+            assert proc.poll() is None and time.monotonic() < deadline, "no training reached epoch 2"
+            time.sleep(0.05)
+        killed = next((repo / "models").glob("*.resume")).name.removesuffix(".resume")
+        os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage it runs
+        proc.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mnist").experiment_id
+    assert [r.info.status for r in client.search_runs([experiment])] == ["RUNNING"]
+
+    again = run_dvc(repo, "repro", env={"MNIST_MIRROR": str(mnist_mirror)})
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"Running stage 'train@{killed}'" in again.stdout
+    status = run_dvc(repo, "status")
+    assert "Data and pipelines are up to date." in status.stdout, status.stdout
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(lock) == {"prepare", "report", *(f"{s}@{v}" for s in ("train", "evaluate") for v in params["variants"])}
+    runs = client.search_runs([experiment])
+    assert sorted((r.info.run_name, r.info.status, r.data.tags["resume.count"]) for r in runs) == sorted(
+        (v, "FINISHED", "1" if v == killed else "0") for v in params["variants"])
+    for run in runs:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")) == [0, 1, 2, 3]
+        assert json.loads((repo / "models" / run.info.run_name / "run.json").read_text())["run_id"] == run.info.run_id
+    assert list((repo / "models").glob("*.resume")) == [] and list(repo.rglob(".*.tmp")) == []

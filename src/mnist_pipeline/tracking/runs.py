@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_pipeline import signals
 from mnist_pipeline.errors import Terminated
+from mnist_pipeline.tracking import stale
 from mnist_pipeline.tracking.store import TrackingError, guarded, setup
 
 log = logging.getLogger(__name__)
@@ -54,25 +55,40 @@ def _param_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
 
 
+RESUME_TAG = "resume.count"  # how often the run was resumed after its process died
+
+
 @contextmanager
 def training_run(
-    run_name: str, config: DictConfig | Mapping, tags: Mapping[str, str], parent_run_id: str | None = None
+    run_name: str, config: DictConfig | Mapping, tags: Mapping[str, str], parent_run_id: str | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run holding the config as dotted params; ends FINISHED, FAILED or KILLED. It is a child of
-    `parent_run_id`, else of a multirun's parent (PARENT_RUN_ENV), if any."""
-    parent = parent_run_id or os.environ.get(PARENT_RUN_ENV)
-    with guarded(f"starting run {run_name!r}"):
-        run = mlflow.start_run(run_name=run_name, parent_run_id=parent or None, tags=dict(tags))
+    `parent_run_id`, else of a multirun's parent (PARENT_RUN_ENV), if any. With `resume_run_id` that run
+    is reopened (back to RUNNING, its resume count raised) instead of a new one started.
+
+    First, RUNNING runs of the same variant whose process died (kill -9) are ended KILLED (stale.py)."""
+    client = MlflowClient()
+    if tags.get("variant"):
+        found = stale.running(client, f"tags.variant = '{tags['variant']}'")
+        for dead in stale.end_dead(client, found, keep=resume_run_id):
+            log.warning("ended stale run %s (%s) KILLED: its process (%s) is gone", dead.info.run_id,
+                        dead.info.run_name, dead.data.tags[stale.OWNER_TAG])
+    owned = {**tags, stale.OWNER_TAG: stale.owner()}
+    if resume_run_id:
+        with guarded(f"reopening run {resume_run_id}"):
+            resumes = int(client.get_run(resume_run_id).data.tags.get(RESUME_TAG, "0")) + 1
+            run = mlflow.start_run(run_id=resume_run_id)
+            mlflow.set_tags({**owned, RESUME_TAG: str(resumes)})
+    else:
+        parent = parent_run_id or os.environ.get(PARENT_RUN_ENV)
+        with guarded(f"starting run {run_name!r}"):
+            run = mlflow.start_run(run_name=run_name, parent_run_id=parent or None, tags={**owned, RESUME_TAG: "0"})
     status, mark = "FAILED", len(signals.received)
     try:
         with signals.handled():  # SIGTERM/SIGINT end the run KILLED, even if a library wraps the exception
-            params = {k: _param_value(v) for k, v in flatten(config).items()}
-            too_long = [k for k, v in params.items() if len(v) > MAX_PARAM_LENGTH]
-            for key in too_long:
-                log.warning("param %s is longer than MLflow allows; see config.yaml in the artifacts", key)
-                params.pop(key)
-            with guarded("logging the config as params"):
-                mlflow.log_params(params)
+            if not resume_run_id:  # a resumed run has its params (the same settings: resume.py checks)
+                _log_config(config)
             yield run
         status = "FINISHED"
     finally:
@@ -80,6 +96,44 @@ def training_run(
         if signals.since(mark) or isinstance(failure, (KeyboardInterrupt, Terminated)):
             status = "KILLED"
         _end_run(run, run_name, status, failure)
+
+
+def _log_config(config: DictConfig | Mapping) -> None:
+    params = {k: _param_value(v) for k, v in flatten(config).items()}
+    too_long = [k for k, v in params.items() if len(v) > MAX_PARAM_LENGTH]
+    for key in too_long:
+        log.warning("param %s is longer than MLflow allows; see config.yaml in the artifacts", key)
+        params.pop(key)
+    with guarded("logging the config as params"):
+        mlflow.log_params(params)
+
+
+def find_run(run_id: str) -> bool:
+    """Whether the store holds the run (a resume needs it)."""
+    with guarded(f"looking up run {run_id}"):
+        try:
+            MlflowClient().get_run(run_id)
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return False
+    return True
+
+
+def logged_epochs(run_id: str) -> set[int]:
+    """The epochs whose metrics the run holds (logged together, so `loss` tells)."""
+    with guarded(f"reading run {run_id}'s epochs"):
+        return {m.step for m in MlflowClient().get_metric_history(run_id, "loss")}
+
+
+def log_missing_epochs(run_id: str, history: Mapping[str, list[float]], logged: set[int]) -> set[int]:
+    """Log the epochs of `history` the run lacks (saved by a snapshot, then killed before logging);
+    returns every epoch the run now holds."""
+    for epoch in range(len(history.get("loss", []))):
+        if epoch not in logged:
+            with guarded(f"logging epoch {epoch}'s metrics"):
+                mlflow.log_metrics({k: v[epoch] for k, v in history.items()}, step=epoch)
+    return logged | set(range(len(history.get("loss", []))))
 
 
 def _end_run(run: mlflow.ActiveRun, run_name: str, status: str, failure: BaseException | None) -> None:
@@ -94,21 +148,32 @@ def _end_run(run: mlflow.ActiveRun, run_name: str, status: str, failure: BaseExc
     log.info("MLflow run %s (%s) ended %s", run.info.run_id, run_name, status)
 
 
-class EpochMetrics(keras.callbacks.Callback):
-    """Logs loss, accuracy, val_loss, val_accuracy, learning_rate and epoch_seconds with step = epoch."""
+class EpochStats(keras.callbacks.Callback):
+    """Adds learning_rate and epoch_seconds to each epoch's logs (first in the list, so every callback
+    after it, and the history, has them)."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        metrics = {k: float(v) for k, v in (logs or {}).items()}
-        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        metrics["epoch_seconds"] = time.perf_counter() - self._started
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            logs["epoch_seconds"] = time.perf_counter() - self._started
+
+
+class EpochMetrics(keras.callbacks.Callback):
+    """Logs each epoch's logs (loss, accuracy, val_loss, val_accuracy, learning_rate, epoch_seconds) with
+    step = epoch, except epochs in `logged` (a resumed run holds them already: every step once)."""
+
+    def __init__(self, logged: set[int] | None = None) -> None:
+        super().__init__()
+        self.logged = set(logged or ())
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch in self.logged:
+            return
         with guarded(f"logging epoch {epoch}'s metrics"):
-            mlflow.log_metrics(metrics, step=epoch)
-        if logs is not None:  # so the history has them too
-            logs["learning_rate"] = metrics["learning_rate"]
-            logs["epoch_seconds"] = metrics["epoch_seconds"]
+            mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
 
 
 @guarded("logging an artifact")
@@ -210,7 +275,7 @@ class MultirunParentRun(Callback):
         sweep = Path(str(config.hydra.sweep.dir)).name
         experiment = mlflow.get_experiment_by_name(config.tracking.experiment)
         run = self._client.create_run(experiment.experiment_id, run_name=f"sweep {sweep}",
-                                      tags={"sweep.dir": str(config.hydra.sweep.dir)})
+                                      tags={"sweep.dir": str(config.hydra.sweep.dir), stale.OWNER_TAG: stale.owner()})
         self._run_id = run.info.run_id
         os.environ[PARENT_RUN_ENV] = self._run_id
         atexit.register(self._end_early)  # a sweep that raised or was stopped never reaches on_multirun_end
