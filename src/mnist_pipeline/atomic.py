@@ -17,17 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from mnist_pipeline import signals
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from mnist_pipeline import processes, signals
 
 
 def clear_leftovers(path: Path) -> list[Path]:
@@ -35,7 +25,7 @@ def clear_leftovers(path: Path) -> list[Path]:
     removed = []
     for leftover in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
         pid = leftover.name[len(Path(path).name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not processes.alive(int(pid)):
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
             removed.append(leftover)
     return removed

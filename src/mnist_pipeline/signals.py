@@ -18,31 +18,30 @@ STOPPING = (signal.SIGTERM, signal.SIGINT)
 received: list[int] = []  # every SIGTERM/SIGINT that arrived while handled here, in this process
 
 
-def _on_term(signum, frame):
-    received.append(signum)
-    raise Terminated(f"signal {signum}")
-
-
-def _on_int(signum, frame):
-    received.append(signum)
-    raise KeyboardInterrupt
-
-
 @contextmanager
-def handled() -> Iterator[None]:
-    """SIGTERM raises Terminated and SIGINT KeyboardInterrupt inside the block, both recorded in `received`.
-    Outside the main thread (where Python cannot set handlers) the block runs as is."""
+def _handlers(handler) -> Iterator[None]:
+    """`handler` for SIGTERM and SIGINT inside the block, the previous ones restored after. Outside the
+    main thread (where Python cannot set handlers) the block runs as is."""
     try:
-        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_term),
-                    signal.SIGINT: signal.signal(signal.SIGINT, _on_int)}
+        previous = {signum: signal.signal(signum, handler) for signum in STOPPING}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _on_signal(signum, frame):
+    received.append(signum)
+    raise Terminated(f"signal {signum}") if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def handled():
+    """SIGTERM raises Terminated and SIGINT KeyboardInterrupt inside the block, both recorded in `received`."""
+    return _handlers(_on_signal)
 
 
 @contextmanager
@@ -51,19 +50,10 @@ def deferred() -> Iterator[None]:
     arrives meanwhile is raised again, to the handler in place before, right after it. (Handlers, not
     pthread_sigmask: in a process with threads, as TensorFlow's, another thread would take the signal.)"""
     pending: list[int] = []
-    try:
-        previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum))
-                    for signum in STOPPING}
-    except ValueError:  # not the main thread
+    with _handlers(lambda signum, frame: pending.append(signum)):
         yield
-        return
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if pending:
-            signal.raise_signal(pending[0])
+    if pending:
+        signal.raise_signal(pending[0])
 
 
 def since(mark: int) -> list[int]:

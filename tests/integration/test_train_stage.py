@@ -188,25 +188,27 @@ def test_exception_inside_training_leaves_run_failed(tmp_path, small_prepared, m
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
 
 
+def sigterm_after_first_epoch(proc, tmp_path) -> str:
+    """SIGTERM `proc` once a run in the store has logged an epoch; returns its stderr."""
+    try:
+        deadline = time.monotonic() + 120
+        while not any("loss" in r.data.metrics for r in all_runs(tmp_path)):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"no epoch was logged: {proc.communicate()[1]}")
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+
+
 def test_sigterm_leaves_run_killed(tmp_path, small_prepared):
     args = train_args(tmp_path, small_prepared, *FAST, "trainer.epochs=500")
     client_for(tmp_path).search_experiments()  # create the store first: two processes must not both create its tables
     proc = subprocess.Popen([sys.executable, "-m", "mnist_pipeline.train", *args], cwd=REPO,
                             env={**os.environ, **store_env(tmp_path)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # wait until the run exists and has logged an epoch
-            runs = all_runs(tmp_path)
-            if runs and "loss" in runs[0].data.metrics:
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("training never logged an epoch")
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    stderr = sigterm_after_first_epoch(proc, tmp_path)
     assert proc.returncode == 143, stderr
     assert "terminated by SIGTERM" in stderr
     assert [r.info.status for r in all_runs(tmp_path)] == ["KILLED"], stderr
@@ -220,18 +222,7 @@ def test_sigterm_during_a_multirun_ends_parent_and_child_killed(tmp_path, small_
                              "model=mlp_32x32,dense_2x350", "trainer.epochs=500", f"hydra.sweep.dir={tmp_path / 's'}"],
                             cwd=REPO, env={**os.environ, **store_env(tmp_path)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # until the first job has logged an epoch
-            if any("loss" in r.data.metrics for r in all_runs(tmp_path)):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("the sweep never logged an epoch")
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    stderr = sigterm_after_first_epoch(proc, tmp_path)
     assert proc.returncode == 143, stderr
     runs = all_runs(tmp_path)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]

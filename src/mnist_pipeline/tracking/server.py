@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from mnist_pipeline import processes
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.postgres import Cluster, free_port
 
@@ -32,18 +33,6 @@ AUTH_ENV = ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD")
 
 class ServerError(PipelineError):
     """The tracking server could not be started, found or stopped; the message says why."""
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_state(folder: Path) -> dict | None:
@@ -76,7 +65,7 @@ def start(folder: Path, host: str = "127.0.0.1", port: int = 5000, database_uri:
     server.json. Waits until the server answers /health."""
     folder = Path(folder).resolve()
     state = read_state(folder)
-    if state and _alive(state.get("pid")):
+    if state and processes.alive(state.get("pid")):
         raise ServerError(f"a tracking server from {folder} is already running at {state['url']} "
                           f"(pid {state['pid']}): `mnist-pipeline server stop --dir {folder}` first")
     missing = [name for name in AUTH_ENV if auth and not os.environ.get(name)]
@@ -133,17 +122,17 @@ def stop(folder: Path, timeout: float = 60) -> list[int]:
         raise ServerError(f"no tracking server state in {folder / STATE}: nothing to stop")
     stopped = []
     pid = state.get("pid")
-    if _alive(pid):
+    if processes.alive(pid):
         stopped.append(pid)
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while processes.alive(pid) and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.2)
-        if _alive(pid):
+        if processes.alive(pid):
             os.killpg(pid, signal.SIGKILL)
             _reap(pid)
     postgres = state.get("postgres")
@@ -166,7 +155,7 @@ def _reap(pid: int) -> None:
 
 def status(folder: Path) -> str:
     state = read_state(Path(folder).resolve())
-    if state is None or not _alive(state.get("pid")):
+    if state is None or not processes.alive(state.get("pid")):
         return f"not running ({Path(folder).resolve()})"
     health = "healthy" if _healthy(state["url"]) else "not answering"
     auth = ", basic-auth" if state.get("auth") else ""

@@ -11,38 +11,21 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 
 from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline import processes
 from mnist_pipeline.tracking.store import guarded
 
 OWNER_TAG = "process.owner"
 KILLED_BY_TAG = "process.ended_by"
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), None if it does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    except OSError:  # no /proc: fall back to whether the PID exists at all
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return "?"
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name may hold spaces and ')'
-
-
 def owner(pid: int | None = None) -> str:
     """`host:pid:start` for this process (or `pid` on this host)."""
     pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+    return f"{socket.gethostname()}:{pid}:{processes.start_time(pid)}"
 
 
 def verdict(run: Run) -> str:
@@ -53,7 +36,7 @@ def verdict(run: Run) -> str:
     host, pid, start = tag.rsplit(":", 2)
     if host != socket.gethostname():
         return "other host"
-    now = _start_time(int(pid)) if pid.isdigit() else None
+    now = processes.start_time(int(pid)) if pid.isdigit() else None
     return "alive" if now is not None and (now == start or "?" in (now, start)) else "dead"
 
 
