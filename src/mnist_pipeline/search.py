@@ -53,6 +53,9 @@ def check_settings(cfg: DictConfig) -> None:
     validate.text(cfg, "study_name")
     validate.text(cfg, "storage")
     validate.integer(cfg, "n_trials", minimum=1)
+    validate.integer(cfg, "heartbeat_interval", minimum=1)
+    validate.integer(cfg, "grace_period", minimum=cfg.heartbeat_interval)
+    validate.integer(cfg, "retries", minimum=0)
     if cfg.timeout is not None:
         validate.number(cfg, "timeout", above=0.0)
     validate.choice(cfg, "search.direction", ("maximize", "minimize"))
@@ -120,6 +123,22 @@ def shown(uri: str) -> str:
         return uri
 
 
+def on_dead_trial(study_name: str, retries: int):
+    """What a worker does with a trial whose worker stopped sending heartbeats (Optuna has marked it FAIL):
+    its MLflow run is ended KILLED, and its parameters are queued again up to `retries` times."""
+    retry = optuna.storages.RetryFailedTrialCallback(max_retry=retries) if retries else None
+
+    def handle(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log.warning("trial %d's worker stopped sending heartbeats: trial FAIL%s", trial.number,
+                    ", its parameters queued again" if retry else "")
+        for run_id in runs.running_ids({"optuna.study": study_name, "optuna.trial": str(trial.number)}):
+            runs.update_run(run_id, tags={"optuna.state": "FAIL"}, status="KILLED")
+        if retry:
+            retry(study, trial)
+
+    return handle
+
+
 def open_study(cfg: DictConfig, uri: str) -> optuna.Study:
     """Load the study, creating it (and the storage's tables) if new. Workers that start at once race to
     create tables: on one machine a lock serializes SQLite's first opening; across machines a lost race on
@@ -127,8 +146,11 @@ def open_study(cfg: DictConfig, uri: str) -> optuna.Study:
     for attempt in range(1, OPEN_ATTEMPTS + 1):
         try:
             with first_open(uri):
+                storage = optuna.storages.RDBStorage(
+                    uri, heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period,
+                    failed_trial_callback=on_dead_trial(cfg.study_name, cfg.retries))
                 return optuna.create_study(
-                    study_name=cfg.study_name, storage=optuna.storages.RDBStorage(uri),
+                    study_name=cfg.study_name, storage=storage,
                     direction=cfg.search.direction, sampler=instantiate(cfg.search.sampler),
                     pruner=instantiate(cfg.search.pruner), load_if_exists=True)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
