@@ -142,9 +142,10 @@ def settings_hash(cfg: DictConfig) -> str:
     return resume.config_hash(json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True))
 
 
-def resume_point(cfg: DictConfig, state: Path) -> resume.Snapshot | None:
-    """The verified snapshot to resume from, if any, and only if its run is still in the store."""
-    start = resume.latest(state, settings_hash(cfg))
+def resume_point(cfg: DictConfig, state: Path, settings: str) -> resume.Snapshot | None:
+    """The verified snapshot to resume from (made with `settings`, a settings_hash), if any, and only if
+    its run is still in the store."""
+    start = resume.latest(state, settings)
     if start is not None and not runs.find_run(start.state["run_id"]):
         log.warning("resume: run %s is not in the store (%s): starting from scratch", start.state["run_id"],
                     store.tracking_uri(cfg.tracking))
@@ -167,7 +168,8 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
     x_test, y_test = load_split(data_dir, "test")
     store.setup(cfg.tracking)
     state = resume.state_dir(output_dir)
-    start = resume_point(cfg, state)
+    settings = settings_hash(cfg)
+    start = resume_point(cfg, state, settings)
     first_epoch = start.epochs if start else 0
     # a bad model config fails here, before any run
     model, train_ds, build = prepare_fit(cfg, x_train, y_train, jobs=concurrent_jobs(), first_epoch=first_epoch)
@@ -188,7 +190,7 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
 
             best, extra_callbacks = training.callbacks(cfg.trainer)
             checkpoint = resume.Checkpoint(
-                state, start, {"run_id": run.info.run_id, "config_sha256": settings_hash(cfg)},
+                state, start, {"run_id": run.info.run_id, "config_sha256": settings},
                 stateful={type(cb).__name__: cb for cb in extra_callbacks})
             model.fit(
                 train_ds, validation_data=val_ds, epochs=cfg.trainer.epochs, initial_epoch=first_epoch,

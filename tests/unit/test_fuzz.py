@@ -105,17 +105,22 @@ def test_idx_parser_fuzz(tmp_path):
     record("IDX parser", ran)
 
 
-def test_a_header_claiming_billions_is_refused_before_any_allocation():
-    huge = b"\x00\x00\x08\x03" + struct.pack(">3I", 4_000_000_000, 28, 28) + b"\x00" * 100
+def refused_within_1_mib(call) -> None:
+    """Run `call`, which must raise, and assert it allocated under 1 MiB before raising."""
     tracemalloc.start()
     try:
-        with pytest.raises(IDXFormatError, match=r"truncated: header declares 4000000000x28x28 = 3136000000000 "
-                                                 r"payload bytes, file has 100"):
-            parse_images(huge, "huge")
-        peak = tracemalloc.get_traced_memory()[1]
+        call()
     finally:
+        peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-    assert peak < 1 << 20, f"{peak:,} bytes allocated while refusing a 3 TB header"
+        assert peak < 1 << 20, f"{peak:,} bytes allocated while refusing a huge header"
+
+
+def test_a_header_claiming_billions_is_refused_before_any_allocation():
+    huge = b"\x00\x00\x08\x03" + struct.pack(">3I", 4_000_000_000, 28, 28) + b"\x00" * 100
+    with pytest.raises(IDXFormatError, match=r"truncated: header declares 4000000000x28x28 = 3136000000000 "
+                                             r"payload bytes, file has 100"):
+        refused_within_1_mib(lambda: parse_images(huge, "huge"))
 
 
 def test_a_gzip_bomb_is_refused_while_it_decompresses(tmp_path):
@@ -206,15 +211,9 @@ def test_a_prepared_split_claiming_billions_is_refused_before_any_allocation(tmp
     with zipfile.ZipFile(tmp_path / "train.npz", "w") as z:
         z.writestr("x.npy", huge_npy((99999999, 28, 28, 1)))
         z.writestr("y.npy", npy_bytes(np.zeros(1, np.uint8)))
-    tracemalloc.start()
-    try:
-        with pytest.raises(PipelineError, match=r"damaged \(header declares shape \(99999999, 28, 28, 1\) of float32 "
-                                                r"= 313,599,996,864 bytes, more than the 1,073,741,824 accepted\)"):
-            load_split(tmp_path, "train")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 1 << 20
+    with pytest.raises(PipelineError, match=r"damaged \(header declares shape \(99999999, 28, 28, 1\) of float32 "
+                                            r"= 313,599,996,864 bytes, more than the 1,073,741,824 accepted\)"):
+        refused_within_1_mib(lambda: load_split(tmp_path, "train"))
 
 
 # --- predict's image loader ------------------------------------------------------------------------------------

@@ -258,11 +258,8 @@ def log_text_to(run_id: str, text: str, artifact_file: str) -> None:
 
 def running_ids(tags: Mapping[str, str]) -> list[str]:
     """The RUNNING runs carrying all of `tags`, in every experiment."""
-    query = " and ".join(["attributes.status = 'RUNNING'", *(f"tags.`{k}` = '{v}'" for k, v in tags.items())])
-    client = MlflowClient()
-    with guarded("searching runs"):
-        experiments = [e.experiment_id for e in client.search_experiments()]
-        return [r.info.run_id for r in client.search_runs(experiments, query)] if experiments else []
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return [found.run.info.run_id for found in stale.running(MlflowClient(), query)]
 
 
 def run_tags(run_id: str) -> dict[str, str]:
