@@ -309,7 +309,7 @@ def prepared_data(data_dir: Path, scratch: Path) -> Path:
         sys.exit(f"{data_dir} has no prepared data and MNIST_MIRROR is not set: run `python3 dev.py repro prepare`")
     result = subprocess.run(
         [sys.executable, "-m", "mnist_pipeline.prepare", f"data.raw_dir={scratch / 'raw'}", "data.limit=10000",
-         f"data.prepared_dir={scratch / 'prepared'}", f"hydra.run.dir={scratch / 'hydra-prepare'}", "data.mirrors=[]"],
+         f"data.prepared_dir={scratch / 'prepared'}", f"hydra.run.dir={scratch / 'hydra-prepare'}", "data.sources=[]"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         sys.exit(f"prepare failed:\n{result.stderr[-3000:]}")

@@ -79,9 +79,10 @@ class EpochTimer:
 def notebook_model(cfg, augment: str):
     """The notebooks' setup: the same architecture in float32, the four Keras augmentation layers chained."""
     import keras
-    from hydra.utils import instantiate
 
-    model = instantiate(cfg.model, _convert_="all")
+    from mnist_pipeline.train import build_model
+
+    model = build_model(cfg.model, (28, 28, 1), 10)  # MNIST's
     if augment != "none":
         a = cfg.augment
         chained = [
@@ -113,7 +114,7 @@ def measure(spec: dict) -> dict:
         from mnist_pipeline.training import steps_per_epoch
 
         cfg.trainer.epochs = epochs
-        model, dataset, _ = prepare_fit(cfg, x, y)
+        model, dataset, _ = prepare_fit(cfg, x, y, num_classes=10)
         model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch(len(x), cfg.trainer.batch_size),
                   verbose=0, callbacks=[timer])
         settings = {"batch_size": cfg.trainer.batch_size, "precision": model.dtype_policy.name,

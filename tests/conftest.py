@@ -45,7 +45,7 @@ def mnist_mirror() -> Path:
 
     Missing data skips these tests on a developer machine but fails them in CI, where it must be present.
     """
-    candidates = [os.environ.get("MNIST_MIRROR", ""), str(REPO / "data" / "raw")]
+    candidates = [os.environ.get("MNIST_MIRROR", ""), str(REPO / "data" / "raw" / "mnist")]
     for candidate in filter(None, candidates):
         folder = Path(candidate).expanduser().resolve()
         if all((folder / name).is_file() for name in MNIST_FILES):
@@ -64,7 +64,7 @@ def small_prepared(tmp_path_factory, mnist_mirror) -> Path:
     tmp = tmp_path_factory.mktemp("small")
     result = run_module(
         "mnist_pipeline.prepare", f"data.raw_dir={tmp / 'raw'}", f"data.prepared_dir={tmp / 'prepared'}",
-        f"hydra.run.dir={tmp / 'hydra'}", "data.limit=2000", "data.mirrors=[]",
+        f"hydra.run.dir={tmp / 'hydra'}", "data.limit=2000", "data.sources=[]",
         env={"MNIST_MIRROR": str(mnist_mirror)},
     )
     assert result.returncode == 0, result.stderr

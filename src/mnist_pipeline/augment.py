@@ -141,4 +141,4 @@ def preview_grid(images: np.ndarray, path, seed: int = 0, **params) -> Path:
     augmented = random_affine(tf.constant(originals), tf.constant([seed, 0], tf.int64), **params).numpy()
     interleaved = np.stack([originals, augmented], axis=1).reshape(-1, *originals.shape[1:])
     titles = ["original", "augmented"] * len(originals)
-    return plots.digit_grid(interleaved, titles, Path(path), rows=4, cols=4)
+    return plots.image_grid(interleaved, titles, Path(path), rows=4, cols=4)

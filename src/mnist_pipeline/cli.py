@@ -1,6 +1,6 @@
 """The `mnist-pipeline` console script.
 
-    mnist-pipeline predict IMAGE [IMAGE ...]      # classify pictures with the champion (or --model URI)
+    mnist-pipeline predict IMAGE [IMAGE ...]      # classify pictures with the champion (--dataset, --model URI)
     mnist-pipeline registry                       # the registered versions, their tags, the alias holder
     mnist-pipeline registry rollback VERSION      # move the champion alias back to an earlier version
     mnist-pipeline server start | status | stop   # a shared MLflow tracking server on PostgreSQL
@@ -21,33 +21,36 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-REGISTERED_MODEL, ALIAS = "mnist-classifier", "champion"  # as in conf/report.yaml
-DEFAULT_MODEL = f"models:/{REGISTERED_MODEL}@{ALIAS}"
+DEFAULT_DATASET, ALIAS = "mnist", "champion"
+REGISTERED_MODEL = "{dataset}-classifier"  # as in conf/report.yaml: one registered model per dataset
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # relative: the project's mlruns/, from any folder
 
 
 def _top(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 10:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 10, got {value!r}")
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 256, got {value!r}")
     return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-pipeline",
-                                     description="Use the MNIST models trained by the pipeline.")
+                                     description="Use the models trained by the pipeline.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict = commands.add_parser(
-        "predict", help="classify digit images (PNG, JPEG or .npy)",
-        description="Print the predicted digit of each image, one line per image. PNG/JPEG pictures of any "
-                    "size or polarity are normalized like MNIST; .npy arrays must already be MNIST-like "
-                    "((28, 28), (28, 28, 1) or a batch (n, 28, 28[, 1]); uint8 0..255 or floats in [0, 1]).",
+        "predict", help="classify images (PNG, JPEG or .npy)",
+        description="Print the predicted class of each image, one line per image. PNG/JPEG pictures of any "
+                    "size or polarity are normalized like the model's dataset (MNIST: the digit fit to 20x20 and "
+                    "centred by mass in 28x28); .npy arrays must already be in its form (for 28x28 images: "
+                    "(28, 28), (28, 28, 1) or a batch (n, 28, 28[, 1]); uint8 0..255 or floats in [0, 1]). Class "
+                    "names, image size and preprocessing come from the model's metadata.",
     )
     predict.add_argument("images", nargs="+", metavar="IMAGE", type=Path, help="a PNG/JPEG picture or an .npy array")
-    predict.add_argument("--model", default=DEFAULT_MODEL, metavar="URI",
-                         help="MLflow model URI (default: %(default)s)")
+    predict.add_argument("--dataset", default=DEFAULT_DATASET, metavar="NAME",
+                         help="use this dataset's champion, models:/<NAME>-classifier@champion (default: %(default)s)")
+    predict.add_argument("--model", metavar="URI", help="an MLflow model URI instead of the dataset's champion")
     _tracking_option(predict)
     predict.add_argument("--top", type=_top, default=3, metavar="K",
-                         help="how many of the most likely digits to list (default: %(default)s)")
+                         help="how many of the most likely classes to list (default: %(default)s)")
     predict.set_defaults(run=predict_command)
 
     registry = commands.add_parser(
@@ -57,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "holder. `rollback VERSION` moves the alias to that earlier version.")
     registry.add_argument("action", nargs="?", choices=("list", "rollback"), default="list")
     registry.add_argument("version", nargs="?", type=int, metavar="VERSION", help="for rollback: the version")
-    registry.add_argument("--name", default=REGISTERED_MODEL, help="registered model (default: %(default)s)")
+    registry.add_argument("--dataset", default=DEFAULT_DATASET, metavar="NAME",
+                          help="the dataset whose registered model, <NAME>-classifier, to use (default: %(default)s)")
+    registry.add_argument("--name", help="a registered model by name instead")
     registry.add_argument("--alias", default=ALIAS, help="alias (default: %(default)s)")
     _tracking_option(registry)
     registry.set_defaults(run=registry_command)
@@ -104,11 +109,15 @@ def _open_store(args: argparse.Namespace) -> None:
     store.use(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
 
-def format_prediction(name: str, probs, top: int) -> str:
-    """`<name>: 7 (p=0.9987)  top-3: 7 0.9987, 2 0.0008, 3 0.0002`"""
+def registered_model(dataset: str) -> str:
+    return REGISTERED_MODEL.format(dataset=dataset)
+
+
+def format_prediction(name: str, probs, top: int, classes) -> str:
+    """`<name>: 7 (p=0.9987)  top-3: 7 0.9987, 2 0.0008, 3 0.0002`, classes by name."""
     ranked = sorted(range(len(probs)), key=lambda d: -probs[d])[:top]
-    listed = ", ".join(f"{d} {probs[d]:.4f}" for d in ranked)
-    return f"{name}: {ranked[0]} (p={probs[ranked[0]]:.4f})  top-{top}: {listed}"
+    listed = ", ".join(f"{classes[d]} {probs[d]:.4f}" for d in ranked)
+    return f"{name}: {classes[ranked[0]]} (p={probs[ranked[0]]:.4f})  top-{len(ranked)}: {listed}"
 
 
 def predict_command(args: argparse.Namespace) -> int:
@@ -120,7 +129,9 @@ def predict_command(args: argparse.Namespace) -> int:
         from mnist_pipeline import images
         from mnist_pipeline.tracking import logged_models
 
-        predict = logged_models.load_predictor(args.model)
+        model_uri = args.model or f"models:/{registered_model(args.dataset)}@{ALIAS}"
+        metadata = logged_models.model_metadata(model_uri)
+        predict = logged_models.load_predictor(model_uri)
     except (PipelineError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -129,7 +140,7 @@ def predict_command(args: argparse.Namespace) -> int:
     names, batches, failed = [], [], False
     for path in args.images:
         try:
-            file_names, batch = images.load_named_images(path)
+            file_names, batch = images.load_named_images(path, images.Preprocess.of_model(metadata))
         except images.ImageError as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             failed = True
@@ -141,14 +152,16 @@ def predict_command(args: argparse.Namespace) -> int:
 
         with contextlib.redirect_stdout(io.StringIO()):  # Keras's progress bar would mix with the results
             probs = predict(np.concatenate(batches))
+        classes = metadata.get("classes") or [str(i) for i in range(probs.shape[1])]
         for name, p in zip(names, probs.tolist()):
-            print(format_prediction(name, p, args.top))
+            print(format_prediction(name, p, args.top, classes))
     return 1 if failed else 0
 
 
 def registry_command(args: argparse.Namespace) -> int:
     from mnist_pipeline.errors import PipelineError
 
+    args.name = args.name or registered_model(args.dataset)
     try:
         _open_store(args)
         from mnist_pipeline.tracking import registry

@@ -1,9 +1,9 @@
-"""The `evaluate` stage: score one trained variant on the 10,000 test images.
+"""The `evaluate` stage: score one trained variant on the test images.
 
     python -m mnist_pipeline.evaluate variant=deep_cnn-standard
 
-Logs test_* metrics, a confusion-matrix PNG and a grid of misclassified digits into the variant's
-training run (the id in models/<variant>/run.json), then writes metrics/<variant>.json and the files DVC
+Logs test_* metrics, a confusion-matrix PNG and a grid of misclassified images (both with the dataset's
+class names) and the test split as a dataset input into the variant's training run (the id in models/<variant>/run.json), then writes metrics/<variant>.json and the files DVC
 plots: plots/predictions/<variant>.csv (actual, predicted per test image), plots/per_class/<variant>.json,
 plots/curves/<variant>.csv (per-epoch training history) and plots/figures/<variant>/*.png, and
 probabilities/<variant>.npz (validation and test probabilities with their labels, for the report's ensemble).
@@ -23,11 +23,11 @@ from omegaconf import DictConfig
 
 from mnist_pipeline import metrics, plots, validate
 from mnist_pipeline.atomic import all_or_nothing
-from mnist_pipeline.data.prepared import load_split
+from mnist_pipeline.data.prepared import describe, load_split
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.model_files import load_keras
 from mnist_pipeline.stage import hydra_stage
-from mnist_pipeline.tracking import runs, store
+from mnist_pipeline.tracking import datasets, runs, store
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _csv(header: list[str], rows) -> str:
 
 
 def save_probabilities(path: Path, **splits: tuple[np.ndarray, np.ndarray]) -> None:
-    """<split>_probs (n, 10) float32 and <split>_labels per split, in one .npz."""
+    """<split>_probs (n, classes) float32 and <split>_labels per split, in one .npz."""
     with open(path, "wb") as f:  # a file object: np.savez would append .npz to a staging name
         np.savez(f, **{f"{name}_{part}": array for name, (probs, labels) in splits.items()
                        for part, array in (("probs", probs.astype(np.float32)), ("labels", labels))})
@@ -74,11 +74,13 @@ def evaluate(cfg: DictConfig) -> dict:
     history = read_json(model_dir / "history.json", f"train the variant first (dvc repro train@{variant})")
     x_val, y_val = load_split(Path(cfg.data_dir), "val")
     x_test, y_test = load_split(Path(cfg.data_dir), "test")
+    dataset = describe(Path(cfg.data_dir))
+    classes = dataset.classes
 
     model = load_keras(model_dir / "model.keras")  # safe mode: a model carrying code is refused
     probs = model.predict(x_test, batch_size=1024, verbose=0)
     val_probs = model.predict(x_val, batch_size=1024, verbose=0)  # for the report's ensemble, chosen on val
-    summary = metrics.summarize(y_test, probs)
+    summary = metrics.summarize(y_test, probs, classes)
     y_pred = np.argmax(probs, axis=1)
     wrong = np.flatnonzero(y_pred != y_test)[: cfg.misclassified_shown]
 
@@ -87,7 +89,7 @@ def evaluate(cfg: DictConfig) -> dict:
     logged = dict(test_metrics)
     for row in summary["per_class"]:
         for key in ("precision", "recall", "f1"):
-            logged[f"test_{key}_{row['class']}"] = row[key]
+            logged[f"test_{key}_{row['index']}"] = row[key]  # by index: metric keys stay plain
 
     epochs = range(len(history["history"]["loss"]))
     evaluation = {"variant": variant, **test_metrics, "per_class": summary["per_class"],
@@ -99,8 +101,8 @@ def evaluate(cfg: DictConfig) -> dict:
         figure_dir = outputs.folder(plots_dir / "figures" / variant)
         figures = [
             plots.confusion_matrix(np.array(summary["confusion_matrix"]), figure_dir / "confusion_matrix.png",
-                                   title=f"{variant}: test accuracy {summary['accuracy']:.4f}"),
-            plots.digit_grid(x_test[wrong], [f"true {y_test[i]} / pred {y_pred[i]}" for i in wrong],
+                                   classes, title=f"{variant}: test accuracy {summary['accuracy']:.4f}"),
+            plots.image_grid(x_test[wrong], [f"true {classes[y_test[i]]}\npred {classes[y_pred[i]]}" for i in wrong],
                              figure_dir / "misclassified.png"),
         ]
         _write(outputs.file(plots_dir / "predictions" / f"{variant}.csv"),
@@ -114,6 +116,7 @@ def evaluate(cfg: DictConfig) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
             runs.log_to_run(run_info["run_id"], logged, [*figures, Path(tmp) / "evaluation.json"], "test")
+        datasets.log_splits_to_run(run_info["run_id"], dataset, Path(cfg.data_dir), {"test": (x_test, y_test)})
     log.info("%s: test accuracy %.4f, loss %.4f (run %s)", variant, summary["accuracy"], summary["loss"],
              run_info["run_id"])
     return evaluation

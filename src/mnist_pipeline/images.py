@@ -1,9 +1,11 @@
-"""User files -> MNIST-convention arrays: float32 (28, 28, 1) in [0, 1], a light digit on black.
+"""User files -> a dataset's input convention: float32 (rows, cols, 1) in [0, 1], a light object on black.
 
-PNG/JPEG pictures of any size and colour mode are made to look like MNIST (LeCun's preprocessing): grayscale,
-light-on-dark, cropped to the ink, scaled to fit 20x20 and centred by centre of mass in 28x28. Pictures that
-are already 28x28 are only made grayscale and light-on-dark. `.npy` arrays are taken as already in the MNIST
-convention and only checked and scaled.
+PNG/JPEG pictures of any size and colour mode are made to look like the dataset's images, as its Preprocess
+says (conf/data/<name>.yaml, logged with each model): grayscale, light-on-dark, cropped to the ink, the
+longer side scaled to `box` pixels and centred, by centre of mass (MNIST, LeCun's preprocessing: 20 pixels
+in 28x28) or by bounding box (Fashion-MNIST: 28 in 28). Pictures that already have the image size are only
+made grayscale and light-on-dark. `.npy` arrays are taken as already in the convention and only checked and
+scaled.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import struct
 import warnings
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +24,34 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.npy_files import NpyError, read_array
 
-SIZE = 28
-BOX = 20  # MNIST digits fit a 20x20 box inside the 28x28 image
-# Where MNIST's centres of mass actually lie (mean 13.98, 14.01 over the test set; sd 0.3), half a pixel
-# off the geometric centre 13.5: matching it halves the difference to the original on resized MNIST digits.
-CENTRE = 14.0
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How pictures become a dataset's images; the default is MNIST's."""
+
+    size: tuple[int, int] = (28, 28)  # rows, cols
+    box: int = 20                     # the object's longer side, in pixels (MNIST digits fit 20x20 in 28x28)
+    centre: str = "mass"              # mass: centre of mass at the image's centre; box: the bounding box centred
+
+    @classmethod
+    def of_model(cls, metadata: Mapping) -> Preprocess:
+        """From a logged model's metadata (DatasetInfo.as_metadata); MNIST's for a model logged without it."""
+        if "image_shape" not in metadata:
+            return cls()
+        settings = metadata.get("preprocess") or {}
+        return cls(tuple(metadata["image_shape"][:2]), int(settings.get("box", cls.box)),
+                   settings.get("centre", cls.centre))
+
+    @property
+    def shapes(self) -> str:
+        rows, cols = self.size
+        return f"({rows}, {cols}), ({rows}, {cols}, 1) or (n, {rows}, {cols}[, 1])"
+
+
+MNIST = Preprocess()
 INK_THRESHOLD = 0.2  # after background removal: brighter pixels are ink (bounding box only)
 MIN_CONTRAST = 0.05  # ink less than 5% brighter than the background is JPEG noise on a blank sheet
 FORMATS = {"PNG", "JPEG", "MPO"}  # MPO: how Pillow names the JPEGs of many phone cameras
-NPY_SHAPES = "(28, 28), (28, 28, 1) or (n, 28, 28[, 1])"
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo; larger pictures are refused before decoding (bombs)
 
 
@@ -36,30 +59,30 @@ class ImageError(PipelineError):
     """A file that cannot be turned into an MNIST image; the message names the file and the problem."""
 
 
-def load_images(path: str | Path) -> np.ndarray:
-    """All images in one file as float32 (k, 28, 28, 1): k = 1 for a picture, k = n for an .npy batch."""
-    return load_named_images(path)[1]
+def load_images(path: str | Path, prep: Preprocess = MNIST) -> np.ndarray:
+    """All images in one file as float32 (k, rows, cols, 1): k = 1 for a picture, k = n for an .npy batch."""
+    return load_named_images(path, prep)[1]
 
 
-def load_named_images(path: str | Path) -> tuple[list[str], np.ndarray]:
+def load_named_images(path: str | Path, prep: Preprocess = MNIST) -> tuple[list[str], np.ndarray]:
     """The images of one file with a name for each: the path itself, or `path[i]` for an .npy batch
-    (n, 28, 28[, 1]), even when n = 1."""
+    (n, rows, cols[, 1]), even when n = 1."""
     if Path(path).suffix.lower() != ".npy":
-        return [str(path)], load_picture(path)[np.newaxis]
-    images, batch = _load_npy(path)
+        return [str(path)], load_picture(path, prep)[np.newaxis]
+    images, batch = _load_npy(path, prep)
     return ([f"{path}[{i}]" for i in range(len(images))] if batch else [str(path)]), images
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """The one image in a file as float32 (28, 28, 1); an .npy batch of several images is an error."""
-    images = load_images(path)
+def load_image(path: str | Path, prep: Preprocess = MNIST) -> np.ndarray:
+    """The one image in a file as float32 (rows, cols, 1); an .npy batch of several images is an error."""
+    images = load_images(path, prep)
     if len(images) != 1:
         raise ImageError(f"{path}: holds {len(images)} images, expected one (use load_images)")
     return images[0]
 
 
-def load_picture(path: str | Path) -> np.ndarray:
-    """A PNG/JPEG file as float32 (28, 28, 1), MNIST-normalized."""
+def load_picture(path: str | Path, prep: Preprocess = MNIST) -> np.ndarray:
+    """A PNG/JPEG file as float32 (rows, cols, 1), normalized as `prep` says."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse, do not just warn
@@ -80,7 +103,7 @@ def load_picture(path: str | Path) -> np.ndarray:
         # how Pillow's decoders report damaged files (the fuzz tests exercise them)
         raise ImageError(f"{path}: corrupt image ({type(exc).__name__}: {exc})") from None
     try:
-        return normalize(gray)[..., np.newaxis]
+        return normalize(gray, prep)[..., np.newaxis]
     except ValueError as exc:
         raise ImageError(f"{path}: {exc}") from None
 
@@ -95,38 +118,44 @@ def _grayscale(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
 
 
-def normalize(gray: np.ndarray) -> np.ndarray:
-    """A grayscale picture (h, w) in [0, 1], either polarity -> float32 (28, 28) in MNIST form."""
+def normalize(gray: np.ndarray, prep: Preprocess = MNIST) -> np.ndarray:
+    """A grayscale picture (h, w) in [0, 1], either polarity -> float32 (rows, cols), light on black, the
+    object's longer side `prep.box` pixels, centred as `prep.centre` says."""
+    rows_out, cols_out = prep.size
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if np.median(border) > 0.5:  # dark digit on light paper: MNIST digits are light on black
         gray, border = 1.0 - gray, 1.0 - border
-    if gray.shape == (SIZE, SIZE):
+    if gray.shape == tuple(prep.size):
         return gray.astype(np.float32)
     # Background (the border's level, e.g. grey paper in a photo) -> 0, the strongest ink -> 1.
     gray = np.clip(gray - np.median(border), 0.0, None)
     if gray.max() < MIN_CONTRAST:
-        raise ValueError("no digit found (the image is blank)")
+        raise ValueError("nothing to classify (the image is blank)")
     gray /= gray.max()
     rows, cols = np.nonzero(gray > INK_THRESHOLD)
     ink = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    # Fit the longer side to 20 px, keeping the aspect ratio; Lanczos antialiases when shrinking.
-    scale = BOX / max(ink.shape)
+    # Fit the longer side to the box, keeping the aspect ratio; Lanczos antialiases when shrinking.
+    scale = min(prep.box / max(ink.shape), rows_out / ink.shape[0], cols_out / ink.shape[1])
     width, height = (max(1, round(n * scale)) for n in (ink.shape[1], ink.shape[0]))
     small = Image.fromarray(ink.astype(np.float32)).resize((width, height), Image.Resampling.LANCZOS)
     small = np.clip(np.asarray(small), 0.0, None)
     small /= max(small.max(), 1e-6)  # the strongest stroke is full white, as in MNIST
-    # Place it so its centre of mass lands where MNIST's do (CENTRE), shifting by whole pixels as MNIST
-    # did, but never so far that part of the digit falls off the edge.
-    cy, cx = (np.average(np.indices(small.shape)[axis], weights=small) for axis in (0, 1))
-    top = int(np.clip(round(CENTRE - cy), 0, SIZE - height))
-    left = int(np.clip(round(CENTRE - cx), 0, SIZE - width))
-    out = np.zeros((SIZE, SIZE), np.float32)
+    if prep.centre == "mass":
+        # Its centre of mass at (rows/2, cols/2): where MNIST's lie (mean 13.98, 14.01 over the test set, sd
+        # 0.3), half a pixel off the geometric centre 13.5; matching it halves the difference to the original
+        # on resized MNIST digits. Whole-pixel shifts, as MNIST's, never so far the object leaves the image.
+        cy, cx = (np.average(np.indices(small.shape)[axis], weights=small) for axis in (0, 1))
+        top = int(np.clip(round(rows_out / 2 - cy), 0, rows_out - height))
+        left = int(np.clip(round(cols_out / 2 - cx), 0, cols_out - width))
+    else:  # the bounding box centred
+        top, left = (rows_out - height) // 2, (cols_out - width) // 2
+    out = np.zeros((rows_out, cols_out), np.float32)
     out[top:top + height, left:left + width] = np.clip(small, 0.0, 1.0)
     return out
 
 
-def _load_npy(path: str | Path) -> tuple[np.ndarray, bool]:
-    """An .npy array in the MNIST convention (uint8 0..255 or floats in [0, 1]) as float32 (n, 28, 28, 1),
+def _load_npy(path: str | Path, prep: Preprocess) -> tuple[np.ndarray, bool]:
+    """An .npy array in the input convention (uint8 0..255 or floats in [0, 1]) as float32 (n, rows, cols, 1),
     and whether it was a batch."""
     try:
         with open(path, "rb") as file:
@@ -145,9 +174,9 @@ def _load_npy(path: str | Path) -> tuple[np.ndarray, bool]:
     shape = array.shape
     if shape[-1:] == (1,) and array.ndim in (3, 4):
         shape = shape[:-1]
-    if len(shape) not in (2, 3) or shape[-2:] != (SIZE, SIZE):
-        raise ImageError(f"{path}: expected shape {NPY_SHAPES}, got {array.shape}")
-    images, batch = array.reshape((-1, SIZE, SIZE, 1)), len(shape) == 3
+    if len(shape) not in (2, 3) or shape[-2:] != tuple(prep.size):
+        raise ImageError(f"{path}: expected shape {prep.shapes}, got {array.shape}")
+    images, batch = array.reshape((-1, *prep.size, 1)), len(shape) == 3
     if len(images) == 0:
         raise ImageError(f"{path}: holds no images (shape {array.shape})")
     if array.dtype == np.uint8:

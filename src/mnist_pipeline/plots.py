@@ -19,8 +19,8 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return Path(path)
 
 
-def digit_grid(images: np.ndarray, titles: Sequence[str], path: Path, rows: int = 4, cols: int = 4) -> Path:
-    """A rows x cols grid of 28x28 digits (light on dark, as MNIST), each titled, saved to `path`."""
+def image_grid(images: np.ndarray, titles: Sequence[str], path: Path, rows: int = 4, cols: int = 4) -> Path:
+    """A rows x cols grid of grayscale images (light on dark, as MNIST), each titled, saved to `path`."""
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.8))
     for ax, image, title in zip(np.ravel(axes), images, titles):
         ax.imshow(np.squeeze(image), cmap="gray", vmin=0.0, vmax=float(max(1.0, np.max(image))))
@@ -46,16 +46,18 @@ def training_curves(history: dict[str, list[float]], path: Path, title: str = ""
     return _save(fig, path)
 
 
-def confusion_matrix(counts: np.ndarray, path: Path, title: str = "") -> Path:
-    """Counts of (true, predicted) digits, each cell labelled; the diagonal is the correct ones."""
-    fig, ax = plt.subplots(figsize=(7, 6))
+def confusion_matrix(counts: np.ndarray, path: Path, classes: Sequence[str], title: str = "") -> Path:
+    """Counts of (true, predicted) classes, each cell labelled and each axis tick named; the diagonal is
+    the correct ones."""
+    fig, ax = plt.subplots(figsize=(8, 7))
     image = ax.imshow(np.log1p(counts), cmap="Blues")  # log scale: errors stay visible beside the diagonal
     for (row, col), value in np.ndenumerate(counts):
         if value:
             ax.text(col, row, str(value), ha="center", va="center", fontsize=7,
                     color="white" if value > counts.max() / 4 else "black")
-    ax.set_xticks(range(counts.shape[1]))
-    ax.set_yticks(range(counts.shape[0]))
+    long_names = max(map(len, classes)) > 3
+    ax.set_xticks(range(counts.shape[1]), classes, rotation=45 if long_names else 0, ha="right" if long_names else "center")
+    ax.set_yticks(range(counts.shape[0]), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.colorbar(image, ax=ax, label="log(1 + count)")

@@ -1,15 +1,20 @@
-"""The `prepare` stage: fetch and verify MNIST, scale it, split off validation, write data/prepared/.
+"""The `prepare` stage: fetch and verify a dataset's IDX files, scale them, split off validation, write
+data/prepared/.
 
-    python -m mnist_pipeline.prepare [data.val_fraction=0.2] [data.limit=2000]
+    python -m mnist_pipeline.prepare [data=fashion_mnist] [data.val_fraction=0.2] [data.limit=2000]
+
+The dataset is a config group (conf/data/<name>.yaml: files and their hashes, sources, image size, class
+names, how `predict` preprocesses pictures); everything downstream reads those from dataset.json.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from mnist_pipeline import plots, validate
 from mnist_pipeline.data.fetch import FetchSettings, fetch_file
@@ -31,12 +36,25 @@ def check_settings(cfg: DictConfig) -> None:
     validate.number(cfg, "data.download.timeout", above=0.0)
     validate.integer(cfg, "data.download.retries", minimum=1)
     validate.number(cfg, "data.download.backoff", at_least=0.0)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", str(cfg.data.get("name"))):
+        raise ConfigError(f"data.name must be a short lower-case name (a-z, 0-9, _ and -: it names folders and "
+                          f"the registered model), got {cfg.data.get('name')!r}")
+    classes = list(cfg.data.classes) if isinstance(cfg.data.get("classes"), ListConfig) else None
+    if not classes or len(classes) < 2 or len(set(map(str, classes))) != len(classes) or len(classes) > 256:
+        raise ConfigError(f"data.classes must list 2 to 256 distinct class names, got {cfg.data.get('classes')!r}")
+    size = cfg.data.get("image_size")
+    if not (isinstance(size, ListConfig) and len(size) == 2 and all(isinstance(n, int) and n > 0 for n in size)):
+        raise ConfigError(f"data.image_size must be [rows, columns] (positive whole numbers), got {size!r}")
+    validate.integer(cfg, "data.preprocess.box", minimum=1)
+    validate.choice(cfg, "data.preprocess.centre", ("mass", "box"))
+    if cfg.data.preprocess.box > min(size):
+        raise ConfigError(f"data.preprocess.box ({cfg.data.preprocess.box}) must fit the image size {list(size)}")
 
 
-def mirror_list(data: DictConfig) -> list[str]:
-    """The environment's mirror (if its variable is set) first, then the configured public mirrors."""
-    env_mirror = os.environ.get(data.mirror_env, "").strip() if data.mirror_env else ""
-    return ([env_mirror] if env_mirror else []) + list(data.mirrors)
+def source_list(data: DictConfig) -> list[str]:
+    """The environment's mirror (if the dataset's variable is set) first, then the dataset's sources."""
+    env_mirror = os.environ.get(data.mirror_env, "").strip() if data.get("mirror_env") else ""
+    return ([env_mirror] if env_mirror else []) + list(data.sources)
 
 
 def prepare(cfg: DictConfig) -> dict:
@@ -44,14 +62,16 @@ def prepare(cfg: DictConfig) -> dict:
     data = cfg.data
     raw_dir = Path(data.raw_dir)
     settings = FetchSettings(timeout=data.download.timeout, retries=data.download.retries, backoff=data.download.backoff)
-    mirrors = mirror_list(data)
+    sources = source_list(data)
+    classes = [str(c) for c in data.classes]
 
     arrays, files_meta = {}, {}
     for key in FILE_KEYS:
         spec = data.files[key]
-        fetched = fetch_file(spec.name, spec.sha256, raw_dir, mirrors, settings)
-        parse = parse_images if key.endswith("images") else parse_labels
-        arrays[key] = parse(read_payload(fetched.path), spec.name)
+        fetched = fetch_file(spec.name, spec.sha256, raw_dir, sources, settings)
+        payload = read_payload(fetched.path)
+        arrays[key] = (parse_images(payload, spec.name, tuple(data.image_size)) if key.endswith("images")
+                       else parse_labels(payload, spec.name, len(classes)))
         files_meta[key] = {"file": spec.name, "payload_sha256": spec.sha256, "source": fetched.source}
     for part in ("train", "test"):
         check_pair(arrays[f"{part}_images"], arrays[f"{part}_labels"],
@@ -71,22 +91,24 @@ def prepare(cfg: DictConfig) -> dict:
         "test": (scale(x_test), y_test),
     }
     metadata = {
-        "dataset": "mnist",
-        "image_shape": list(splits["train"][0].shape[1:]),
+        "dataset": data.name,
+        "classes": classes,
+        "image_shape": [*data.image_size, 1],
+        "preprocess": {"box": data.preprocess.box, "centre": data.preprocess.centre},  # for `predict`
         "dtype": "float32",
         "pixels": "x / 255",  # the only input convention; model.input_norm adds any other inside the model
         "settings": {key: data[key] for key in ("val_fraction", "split_seed", "limit")},
         "counts": {name: len(y) for name, (_, y) in splits.items()},
-        "class_counts": {name: class_counts(y) for name, (_, y) in splits.items()},
+        "class_counts": {name: class_counts(y, len(classes)) for name, (_, y) in splits.items()},
         "files": files_meta,
     }
 
     def sample_grid(directory: Path) -> None:
         x, y = splits["train"]
-        plots.digit_grid(x[:16], [f"label {int(v)}" for v in y[:16]], directory / "samples.png")
+        plots.image_grid(x[:16], [classes[v] for v in y[:16]], directory / "samples.png")
 
     write_prepared(Path(data.prepared_dir), splits, metadata, extra=sample_grid)
-    log.info("prepared %s in %s", metadata["counts"], data.prepared_dir)
+    log.info("prepared %s: %s in %s", data.name, metadata["counts"], data.prepared_dir)
     return metadata
 
 

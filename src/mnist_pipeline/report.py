@@ -23,8 +23,9 @@ from omegaconf import DictConfig
 
 from mnist_pipeline import champion, ensemble, plots, validate
 from mnist_pipeline.atomic import atomic_dir
-from mnist_pipeline.data.prepared import data_hash, load_metadata, load_split
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline import metrics
+from mnist_pipeline.data.prepared import DatasetInfo, describe, load_metadata, load_split
+from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.evaluate import read_json, read_probabilities
 from mnist_pipeline.stage import hydra_stage
 from mnist_pipeline.tracking import logged_models, registry, runs, store
@@ -112,8 +113,20 @@ def ensemble_row(rows: list[dict], probs: dict[str, dict[str, np.ndarray]], max_
     }
 
 
-def markdown(rows: list[dict], best: dict, decision: dict, combined: dict) -> str:
-    lines = ["# Leaderboard", "",
+def per_class_table(best: dict, probs: dict[str, np.ndarray], classes) -> list[str]:
+    """The best variant's test precision, recall and F1 per class, by name."""
+    rows = metrics.summarize(probs["test_labels"], probs["test_probs"], classes)["per_class"]
+    return [f"Per class, best variant `{best['variant']}` on the test set:", "",
+            "| class | precision | recall | F1 | images |", "|---|---:|---:|---:|---:|",
+            *(f"| {r['class']} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} | {r['support']:,} |"
+              for r in rows), ""]
+
+
+def markdown(rows: list[dict], best: dict, decision: dict, combined: dict, dataset: DatasetInfo,
+             per_class: list[str]) -> str:
+    lines = [f"# Leaderboard: {dataset.name}", "",
+             f"{len(dataset.classes)} classes ({', '.join(dataset.classes)}), "
+             f"{dataset.image_shape[0]}x{dataset.image_shape[1]} images, prepared data `{dataset.sha256[:12]}`.", "",
              "Sorted by validation accuracy; the best variant is chosen on validation, never on test.", "",
              "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
              "|" + "|".join("---" if k in ("variant", "run_id") else "---:" for k, _, _ in COLUMNS) + "|"]
@@ -130,7 +143,7 @@ def markdown(rows: list[dict], best: dict, decision: dict, combined: dict) -> st
               f"Ensemble: the average of the probabilities of the top {combined['k']} variants by validation "
               f"accuracy ({', '.join(f'`{m}`' for m in combined['members'])}), k chosen on validation accuracy "
               "(by k: " + ", ".join(f"{a:.4f}" for a in combined["val_accuracy_by_k"]) + "); "
-              f"test accuracy {combined['test_accuracy']:.4f}.", ""]
+              f"test accuracy {combined['test_accuracy']:.4f}.", "", *per_class]
     return "\n".join(lines)
 
 
@@ -143,11 +156,22 @@ def val_accuracy_of(model_uri: str, data_dir: Path) -> float:
     return float(np.mean(np.argmax(probs, axis=1) == y_val))
 
 
-def gate_champion(cfg: DictConfig, best: dict, data_dir: Path) -> dict:
+def registered_name(template: str, dataset: str) -> str:
+    """registry.model_name with {dataset} filled in: one registered model per dataset, so a champion is
+    only ever challenged by models of its own dataset."""
+    try:
+        return template.format(dataset=dataset)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"registry.model_name: {template!r} may only use the placeholder {{dataset}} "
+                          f"({type(exc).__name__}: {exc})") from None
+
+
+def gate_champion(cfg: DictConfig, best: dict, data_dir: Path, dataset: DatasetInfo) -> dict:
     """Let the best variant challenge the registry's champion; register and move the alias if it wins."""
-    name, alias, margin = cfg.registry.model_name, cfg.registry.alias, float(cfg.registry.margin)
+    name, alias, margin = (registered_name(cfg.registry.model_name, dataset.name), cfg.registry.alias,
+                           float(cfg.registry.margin))
     challenger = champion.Challenger(best["variant"], best["val_accuracy"], best["model_uri"],
-                                     data_hash(data_dir), int(load_metadata(data_dir)["settings"]["limit"]))
+                                     dataset.sha256, int(load_metadata(data_dir)["settings"]["limit"]))
     store.setup(cfg.tracking)
     held = registry.holder(name, alias)
     current = None if held is None else champion.Current(
@@ -159,7 +183,7 @@ def gate_champion(cfg: DictConfig, best: dict, data_dir: Path) -> dict:
         trained = runs.run_tags(best["run_id"])
         registered = registry.register(best["model_uri"], name, {
             "variant": best["variant"], "val_accuracy": repr(best["val_accuracy"]),
-            "test_accuracy": repr(best["test_accuracy"]), "data.sha256": challenger.data_hash,
+            "test_accuracy": repr(best["test_accuracy"]), "dataset": dataset.name, "data.sha256": challenger.data_hash,
             "data.limit": str(challenger.limit), "git.commit": trained.get("git.commit", ""),
             "dvc.exp": trained.get("dvc.exp", ""), "run_id": best["run_id"]}).number
         registry.set_alias(name, alias, registered)
@@ -200,19 +224,21 @@ def report(cfg: DictConfig) -> dict:
                   key=lambda r: (-r["val_accuracy"], r["val_loss"]))
     best = pick_best(rows)
     combined = ensemble_row(rows, probs, cfg.ensemble.max_k)
+    dataset = describe(Path(cfg.data_dir))
     curves = {v: read_json(models_dir / v / "history.json", "")["history"]["val_accuracy"] for v in variants}
 
     if cfg.registry.enabled:
-        decision = gate_champion(cfg, best, Path(cfg.data_dir))
+        decision = gate_champion(cfg, best, Path(cfg.data_dir), dataset)
     else:
         decision = {"action": "disabled", "version": None, "line": "champion not registered (registry.enabled=false)"}
 
-    summary = {"best": best, "selection": "max validation accuracy, then min validation loss",
+    summary = {"dataset": dataset.name, "classes": list(dataset.classes), "best": best, "selection": "max validation accuracy, then min validation loss",
                "registry": decision, "variants": rows, "ensemble": combined}
     with atomic_dir(Path(cfg.reports_dir)) as staging:
         (staging / "leaderboard.json").write_text(json.dumps(summary, indent=2) + "\n")
         (staging / "summary.json").write_text(json.dumps(summary_metrics(best, decision, combined), indent=2) + "\n")
-        text = markdown(rows, best, decision, combined)
+        text = markdown(rows, best, decision, combined, dataset,
+                        per_class_table(best, probs[best["variant"]], dataset.classes))
         (staging / "leaderboard.md").write_text(text)
         plots.comparison([*rows, combined], curves, staging / "comparison.png")
     print(text)

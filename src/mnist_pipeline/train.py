@@ -19,14 +19,16 @@ from pathlib import Path
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_pipeline import augment, plots, resume, training, validate, workspace
 from mnist_pipeline.atomic import atomic_dir
-from mnist_pipeline.data.prepared import data_hash, load_split
+from mnist_pipeline.data.prepared import DatasetInfo, describe, load_split
+from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.stage import hydra_stage
-from mnist_pipeline.tracking import logged_models, runs, store
+from mnist_pipeline.tracking import datasets, logged_models, runs, store
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def _git(*args: str) -> str:
         return ""
 
 
-def run_tags(cfg: DictConfig) -> dict[str, str]:
+def run_tags(cfg: DictConfig, dataset: DatasetInfo) -> dict[str, str]:
     import keras
     import tensorflow as tf
 
@@ -78,7 +80,8 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         "variant": cfg.variant,
         "git.commit": _git("rev-parse", "HEAD") or "unknown",
         "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
-        "data.sha256": data_hash(Path(cfg.data_dir)),
+        "dataset": dataset.name,
+        "data.sha256": dataset.sha256,
         "dvc.stage": os.environ.get("DVC_STAGE", ""),
         "dvc.exp": workspace.dvc_experiment(),  # the MLflow UI filters one experiment's runs by it
         "precision": training.resolve_precision(cfg.trainer.precision),  # what `auto` chose on this CPU
@@ -107,28 +110,44 @@ def concurrent_jobs() -> int:
     return n_jobs if n_jobs > 0 else max(1, training.cores() + 1 + n_jobs)
 
 
-def print_first_prediction(model, x_test: np.ndarray, y_test: np.ndarray) -> None:
+def print_first_prediction(model, x_test: np.ndarray, y_test: np.ndarray, classes) -> None:
     """As the notebooks end: the probabilities for the first test image and their argmax."""
     probs = model.predict(x_test[:1], verbose=0)[0]
-    print(f"first test image: label {int(y_test[0])}, predicted {int(np.argmax(probs))} "
+    print(f"first test image: label {classes[int(y_test[0])]}, predicted {classes[int(np.argmax(probs))]} "
           f"(p={probs.max():.4f})")
-    print("probabilities: " + " ".join(f"{d}:{p:.4f}" for d, p in enumerate(probs)), flush=True)
+    print("probabilities: " + " ".join(f"{c}:{p:.4f}" for c, p in zip(classes, probs)), flush=True)
 
 
 def augment_settings(cfg: DictConfig) -> dict[str, float]:
     return {k: float(cfg.augment[k]) for k in AUGMENT_KEYS}
 
 
-def prepare_fit(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray, jobs: int = 1, first_epoch: int = 0):
-    """The pipeline's training path up to `model.fit`: runtime settings, seeds, the compiled model and the
-    training dataset (epochs first_epoch..trainer.epochs-1; fit it with steps_per_epoch). Returns (model,
-    dataset, build), `build()` making a fresh model of the same config. `jobs`: trainings running at once
-    (their threads are split). The benchmarks call this too, so they measure what the train stage runs."""
+def build_model(model_cfg: DictConfig, input_shape, num_classes: int):
+    """The model of a conf/model config for images of `input_shape` (rows, cols, 1) and `num_classes`
+    classes; a model that cannot take images of that size is a ConfigError that says so."""
+    try:
+        return instantiate(model_cfg, input_shape=tuple(input_shape), num_classes=num_classes, _convert_="all")
+    except (InstantiationException, ValueError) as exc:
+        cause = exc.__cause__ or exc
+        reason = " ".join(str(cause).split())[:300]
+        if "negative" in reason.lower():  # a conv or pool shrank the image below 1 pixel
+            reason = "its convolutions and pools shrink the image below one pixel"
+        raise ConfigError(f"model {model_cfg.get('name', '?')} cannot take {input_shape[0]}x{input_shape[1]} "
+                          f"images ({reason}): choose another model or padding=same") from None
+
+
+def prepare_fit(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, jobs: int = 1,
+                first_epoch: int = 0):
+    """The pipeline's training path up to `model.fit`: runtime settings, seeds, the compiled model (for
+    x_train's image shape and `num_classes`) and the training dataset (epochs first_epoch..trainer.epochs-1;
+    fit it with steps_per_epoch). Returns (model, dataset, build), `build()` making a fresh model of the same
+    config. `jobs`: trainings running at once (their threads are split). The benchmarks call this too, so
+    they measure what the train stage runs."""
     training.configure_runtime(cfg.trainer, jobs)
     training.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
 
     def build():
-        return instantiate(cfg.model, _convert_="all")
+        return build_model(cfg.model, x_train.shape[1:], num_classes)
 
     steps = cfg.trainer.epochs * training.steps_per_epoch(len(x_train), cfg.trainer.batch_size)
     model = training.compile_model(build(), cfg.optimizer, cfg.trainer.steps_per_execution, total_steps=steps)
@@ -166,16 +185,18 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
     x_train, y_train = load_split(data_dir, "train")
     x_val, y_val = load_split(data_dir, "val")
     x_test, y_test = load_split(data_dir, "test")
+    dataset = describe(data_dir)
     store.setup(cfg.tracking)
     state = resume.state_dir(output_dir)
     settings = settings_hash(cfg)
     start = resume_point(cfg, state, settings)
     first_epoch = start.epochs if start else 0
     # a bad model config fails here, before any run
-    model, train_ds, build = prepare_fit(cfg, x_train, y_train, jobs=concurrent_jobs(), first_epoch=first_epoch)
+    model, train_ds, build = prepare_fit(cfg, x_train, y_train, len(dataset.classes), jobs=concurrent_jobs(),
+                                         first_epoch=first_epoch)
     val_ds = training.eval_dataset(x_val, y_val)
 
-    with runs.training_run(cfg.variant, cfg, {**run_tags(cfg), **(tags or {})}, parent_run_id,
+    with runs.training_run(cfg.variant, cfg, {**run_tags(cfg, dataset), **(tags or {})}, parent_run_id,
                            resume_run_id=start.state["run_id"] if start else None) as run:
         # The outputs are committed before the run ends FINISHED: a finished run always has its folder.
         with atomic_dir(output_dir) as staging:
@@ -187,6 +208,7 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
             else:
                 logged = set()
                 log_setup(cfg, model, x_train, staging, overrides)
+                datasets.log_splits(dataset, data_dir, {"train": (x_train, y_train), "val": (x_val, y_val)})
 
             best, extra_callbacks = training.callbacks(cfg.trainer)
             checkpoint = resume.Checkpoint(
@@ -211,7 +233,8 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
             curves = plots.training_curves(record["history"], staging / "training_curves.png", title=cfg.variant)
             runs.log_file(curves)
             model = training.float32_copy(model, build)
-            model_uri = logged_models.log_keras_model(model, x_val[:1], step=best.best_epoch or 0)
+            model_uri = logged_models.log_keras_model(model, x_val[:1], step=best.best_epoch or 0,
+                                                      metadata=dataset.as_metadata())
             model.save(staging / "model.keras")
             (staging / "history.json").write_text(json.dumps(record, indent=2) + "\n")
             (staging / "run.json").write_text(json.dumps({
@@ -222,7 +245,7 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
                 "variant": cfg.variant,
             }, indent=2) + "\n")
         resume.discard(state)  # the outputs are in place: nothing left to resume
-    print_first_prediction(model, x_test, y_test)
+    print_first_prediction(model, x_test, y_test, dataset.classes)
     log.info("%s: best epoch %s, val_accuracy %.4f, outputs in %s", cfg.variant, best.best_epoch,
              record["history"]["val_accuracy"][best.best_epoch or 0], output_dir)
     return {**record, "run_id": run.info.run_id}

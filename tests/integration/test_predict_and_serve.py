@@ -46,7 +46,7 @@ def champion(tmp_path_factory, small_prepared):
     train, test = (np.load(small_prepared / f"{split}.npz") for split in ("train", "test"))
     keras.utils.set_random_seed(0)
     block = {"filters": 32, "kernel": 3, "pool": True}
-    model = models.convnet("small_cnn", conv=[block, block], dense=[64])
+    model = models.convnet("small_cnn", conv=[block, block], dense=[64], input_shape=(28, 28, 1), num_classes=10)
     training.compile_model(model, {"name": "adam", "lr": 2e-3})
     model.fit(train["x"], train["y"], epochs=8, batch_size=32, verbose=0)  # ~95% test accuracy, ~20 s
     probs = model.predict(test["x"], verbose=0)

@@ -25,7 +25,7 @@ def prepare(tmp_path, mirror, *overrides):
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, mnist_mirror):
     tmp = tmp_path_factory.mktemp("prepare")
-    result = prepare(tmp, mnist_mirror, "data.mirrors=[]")
+    result = prepare(tmp, mnist_mirror, "data.sources=[]")
     assert result.returncode == 0, result.stderr
     return tmp / "prepared"
 
@@ -58,7 +58,7 @@ def test_val_fraction_and_limit_overrides(tmp_path, prepared, mnist_mirror):
     result = run_module(
         "mnist_pipeline.prepare",
         f"data.raw_dir={raw}", f"data.prepared_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'h'}",
-        "data.val_fraction=0.2", "data.limit=3000", "data.mirrors=[]",
+        "data.val_fraction=0.2", "data.limit=3000", "data.sources=[]",
         env={"MNIST_MIRROR": str(tmp_path / "nowhere")},  # must not be needed: the cache is used
     )
     assert result.returncode == 0, result.stderr
@@ -98,7 +98,7 @@ def test_unknown_key_is_rejected_by_hydra(tmp_path):
 def test_no_source_leaves_nothing_behind(tmp_path):
     empty = tmp_path / "empty-mirror"
     empty.mkdir()
-    result = prepare(tmp_path, empty, "data.mirrors=[]")
+    result = prepare(tmp_path, empty, "data.sources=[]")
     assert result.returncode == 1
     assert "error: could not get a verified copy of train-images-idx3-ubyte.gz; sources tried:" in result.stderr
     assert f"{empty / 'train-images-idx3-ubyte.gz'}: no such file" in result.stderr
@@ -117,7 +117,7 @@ def start_prepare(tmp_path, mirror):
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "mnist_pipeline.prepare", f"data.raw_dir={tmp_path / 'raw'}",
-         f"data.prepared_dir={tmp_path / 'prepared'}", f"hydra.run.dir={tmp_path / 'hydra'}", "data.mirrors=[]"],
+         f"data.prepared_dir={tmp_path / 'prepared'}", f"hydra.run.dir={tmp_path / 'hydra'}", "data.sources=[]"],
         cwd=REPO, env={**os.environ, "MNIST_MIRROR": str(mirror)}, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".prepared.*.tmp")):
@@ -146,7 +146,7 @@ def test_a_prepare_stopped_mid_write_leaves_no_output_and_the_next_completes(sig
         assert list(tmp_path.glob(".prepared.*.tmp")) == []
     else:
         assert proc.returncode == -9 and len(list(tmp_path.glob(".prepared.*.tmp"))) == 1
-    result = prepare(tmp_path, mnist_mirror, "data.mirrors=[]")
+    result = prepare(tmp_path, mnist_mirror, "data.sources=[]")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hydra", "prepared", "raw"]
     assert [p.name for p in (tmp_path / "raw").iterdir() if p.name.startswith(".")] == []

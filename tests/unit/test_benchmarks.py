@@ -7,7 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from hydra.utils import instantiate
+
+from mnist_pipeline.train import build_model
 
 from tests.helpers import REPO
 
@@ -27,7 +28,7 @@ def load_script(name: str):
 ])
 def test_training_flops_count_conv_and_dense_multiply_adds_three_times(arch, multiply_adds):
     throughput = load_script("throughput")
-    model = instantiate(throughput.compose(arch, "none", []).model, _convert_="all")
+    model = build_model(throughput.compose(arch, "none", []).model, (28, 28, 1), 10)
     assert throughput.training_flops(model) == 3 * 2 * multiply_adds
 
 

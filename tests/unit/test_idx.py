@@ -55,7 +55,7 @@ def test_wrong_dimension_count_rejected():
 def test_label_out_of_range_rejected():
     bad = LABELS.copy()
     bad[2] = 10
-    with pytest.raises(IDXFormatError, match=r"lbls: label 10 at index 2 is not a digit 0..9"):
+    with pytest.raises(IDXFormatError, match=r"lbls: label 10 at index 2 is not a class 0..9"):
         parse_labels(idx_bytes(bad), "lbls")
 
 

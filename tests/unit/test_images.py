@@ -119,7 +119,7 @@ def test_text_file_named_png_is_refused(tmp_path):
 
 @pytest.mark.parametrize("problem, expected", [
     ("gif", "not a PNG/JPEG image (it is GIF)"),
-    ("blank", "no digit found (the image is blank)"),
+    ("blank", "nothing to classify (the image is blank)"),
     ("missing", "cannot read image (No such file or directory)"),
     ("truncated", "cannot read image (image file is truncated"),
 ])
@@ -205,7 +205,7 @@ def exif_rotated(path):
     ("truncated.jpg", "cannot read image (image file is truncated"),
     ("bomb.png", "image too large"),
     ("fifty_megapixels.png", "image too large (10000 x 5000 pixels, at most 40,000,000): refused before decoding"),
-    ("one_pixel.png", "no digit found (the image is blank)"),
+    ("one_pixel.png", "nothing to classify (the image is blank)"),
     ("gif_named.png", "not a PNG/JPEG image (it is GIF)"),
 ])
 def test_real_world_files_that_are_refused(tmp_path, case, expected):

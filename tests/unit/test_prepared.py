@@ -35,8 +35,8 @@ def test_l2_lives_in_the_model_so_a_served_model_gets_it(float32_policy):
 
     from mnist_pipeline.models import mlp
 
-    normed = mlp("mlp", hidden=[32, 32], input_norm="l2")
-    plain = mlp("mlp", hidden=[32, 32], input_norm="none")
+    normed = mlp("mlp", hidden=[32, 32], input_norm="l2", input_shape=(28, 28, 1), num_classes=10)
+    plain = mlp("mlp", hidden=[32, 32], input_norm="none", input_shape=(28, 28, 1), num_classes=10)
     plain.set_weights(normed.get_weights())
     x = scale(IMAGES)
     notebook = keras.utils.normalize(x[..., 0].astype(np.float64), axis=1)[..., np.newaxis].astype(np.float32)

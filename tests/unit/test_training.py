@@ -38,7 +38,8 @@ def test_float32_copy_of_a_mixed_precision_model():
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         def build():
-            return models.convnet("tiny", [{"filters": 4, "kernel": 3, "pool": True}], [8])
+            return models.convnet("tiny", [{"filters": 4, "kernel": 3, "pool": True}], [8], input_shape=(28, 28, 1),
+                                  num_classes=10)
 
         mixed = build()
         assert mixed.layers[0].compute_dtype == "bfloat16" and mixed.layers[-1].compute_dtype == "float32"

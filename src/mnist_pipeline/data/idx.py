@@ -25,7 +25,7 @@ IDX_DTYPES: dict[int, tuple[str, str]] = {
     0x0E: (">f8", "double"),
 }
 UBYTE = 0x08
-NUM_CLASSES = 10
+NUM_CLASSES = 10  # MNIST's; a dataset's config names its own classes
 MAX_PAYLOAD = 256 << 20  # bytes of IDX data: MNIST's largest file is 47 MB uncompressed
 CHUNK = 16 << 20  # decompressed bytes per step
 
@@ -93,19 +93,23 @@ def parse_idx(data: bytes, name: str, *, dtype_byte: int = UBYTE, ndim: int | No
     return np.frombuffer(data, dtype=np_dtype, offset=header_len).reshape(shape).astype(np_dtype.newbyteorder("="))
 
 
-def parse_images(data: bytes, name: str) -> np.ndarray:
-    """MNIST images: unsigned bytes, shape (n, rows, cols)."""
-    return parse_idx(data, name, dtype_byte=UBYTE, ndim=3)
+def parse_images(data: bytes, name: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Images: unsigned bytes, shape (n, rows, cols); (rows, cols) must be `size` when given."""
+    images = parse_idx(data, name, dtype_byte=UBYTE, ndim=3)
+    if size is not None and images.shape[1:] != tuple(size):
+        raise IDXFormatError(f"{name}: images are {images.shape[1]}x{images.shape[2]}, the dataset's config says "
+                             f"{size[0]}x{size[1]} (data.image_size)")
+    return images
 
 
-def parse_labels(data: bytes, name: str) -> np.ndarray:
-    """MNIST labels: unsigned bytes, shape (n,), every value a digit 0..9."""
+def parse_labels(data: bytes, name: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Labels: unsigned bytes, shape (n,), every value a class index 0..num_classes-1."""
     labels = parse_idx(data, name, dtype_byte=UBYTE, ndim=1)
-    bad = np.flatnonzero(labels >= NUM_CLASSES)
+    bad = np.flatnonzero(labels >= num_classes)
     if bad.size:
         raise IDXFormatError(
-            f"{name}: label {int(labels[bad[0]])} at index {int(bad[0])} is not a digit 0..9 "
-            f"({bad.size} such labels)"
+            f"{name}: label {int(labels[bad[0]])} at index {int(bad[0])} is not a class 0..{num_classes - 1} "
+            f"({bad.size} such labels; data.classes lists {num_classes})"
         )
     return labels
 

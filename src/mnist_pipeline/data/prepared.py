@@ -1,9 +1,12 @@
 """The prepared dataset on disk: one .npz per split plus dataset.json, written all-or-nothing.
 
 Layout of the prepared directory:
-    train.npz, val.npz, test.npz   x: float32 (n, 28, 28, 1) in [0, 1]; y: uint8 (n,)
-    dataset.json                   counts per split and class, payload hashes, sources, settings
-    samples.png                    4x4 grid of training digits with their labels
+    train.npz, val.npz, test.npz   x: float32 (n, rows, cols, 1) in [0, 1]; y: uint8 (n,) class indices
+    dataset.json                   dataset name, class names, image shape, predict's preprocessing, counts
+                                   per split and class, payload hashes, sources, settings
+    samples.png                    4x4 grid of training images with their class names
+
+Every stage after prepare learns the dataset from here (`describe`), never from constants.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +31,13 @@ METADATA = "dataset.json"
 
 
 def scale(images: np.ndarray) -> np.ndarray:
-    """uint8 (n, 28, 28) -> float32 (n, 28, 28, 1) in [0, 1]: pixels / 255, the one input convention of every
+    """uint8 (n, rows, cols) -> float32 (n, rows, cols, 1) in [0, 1]: pixels / 255, the one input convention of every
     model, of `predict` and of serving. Any other normalization (the small-MLP notebook's per-column L2
     norm) is a layer inside the model (model.input_norm), so whoever feeds the model cannot get it wrong."""
     return (images.astype(np.float32) / 255.0)[..., np.newaxis]
 
 
-def class_counts(labels: np.ndarray, num_classes: int = 10) -> list[int]:
+def class_counts(labels: np.ndarray, num_classes: int) -> list[int]:
     return np.bincount(labels, minlength=num_classes).tolist()
 
 
@@ -89,6 +93,31 @@ def load_metadata(prepared_dir: Path) -> dict:
     if not path.is_file():
         raise PipelineError(f"{path} not found: run the prepare stage first (dvc repro prepare)")
     return json.loads(path.read_text())
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the stages after prepare need to know about the prepared dataset."""
+
+    name: str
+    classes: tuple[str, ...]               # class index -> name
+    image_shape: tuple[int, int, int]      # rows, cols, 1
+    preprocess: dict                       # how `predict` turns a picture into one of these images
+    sha256: str                            # data_hash of the prepared folder
+
+    def as_metadata(self) -> dict:
+        """The logged model's metadata: what `predict` needs to feed it and to name its answers."""
+        return {"dataset": self.name, "classes": list(self.classes), "image_shape": list(self.image_shape),
+                "preprocess": dict(self.preprocess), "data.sha256": self.sha256}
+
+
+def describe(prepared_dir: Path) -> DatasetInfo:
+    meta = load_metadata(prepared_dir)
+    if "classes" not in meta:  # written before datasets were configurable
+        raise PipelineError(f"{Path(prepared_dir) / METADATA} names no classes: run the prepare stage again "
+                            "(dvc repro --force prepare)")
+    return DatasetInfo(meta["dataset"], tuple(meta["classes"]), tuple(meta["image_shape"]),
+                       dict(meta["preprocess"]), data_hash(prepared_dir))
 
 
 def data_hash(prepared_dir: Path) -> str:

@@ -17,10 +17,13 @@ from mlflow.types.schema import Schema, TensorSpec
 from mnist_pipeline.model_files import ModelFileError, refusal
 from mnist_pipeline.tracking.store import TrackingError, guarded
 
-SIGNATURE = ModelSignature(  # unnamed tensors: the serving payload is simply {"inputs": images}
-    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28, 1))]),
-    outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
-)
+
+def signature(image_shape, num_classes: int) -> ModelSignature:
+    """float32 images (-1, rows, cols, 1) -> probabilities (-1, classes), unnamed tensors: the serving
+    payload is simply {"inputs": images}."""
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]))
+
 
 
 def _keras_save_model(path: str, **kwargs: Any) -> None:
@@ -48,12 +51,16 @@ def _installed(dist: str) -> str | None:
 
 
 @guarded("logging the model")
-def log_keras_model(model: keras.Model, example: np.ndarray, step: int, name: str = "model") -> str:
-    """Log the model with its signature and an input example into the active run; returns its URI
+def log_keras_model(model: keras.Model, example: np.ndarray, step: int, metadata: dict | None = None,
+                    name: str = "model") -> str:
+    """Log the model with its signature, an input example and `metadata` (the dataset: its class names and
+    predict's preprocessing, data/prepared.DatasetInfo) into the active run; returns its URI
     (models:/<model_id>). `step` links the run's metrics at that epoch (the best one) to the logged model."""
+    example = np.asarray(example, dtype=np.float32)
     info = Model.log(
-        artifact_path=None, name=name, flavor=_KERAS_FLAVOR, model=model, signature=SIGNATURE,
-        input_example=np.asarray(example, dtype=np.float32), step=step, pip_requirements=_pip_requirements(),
+        artifact_path=None, name=name, flavor=_KERAS_FLAVOR, model=model,
+        signature=signature(example.shape[1:], int(model.output_shape[-1])), input_example=example, step=step,
+        pip_requirements=_pip_requirements(), metadata=metadata,
     )
     return info.model_uri
 
@@ -83,9 +90,17 @@ def _flavors(model_uri: str) -> dict:
         raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {exc}") from exc
 
 
+def model_metadata(model_uri: str) -> dict:
+    """What train logged with the model about its dataset (DatasetInfo.as_metadata); {} if nothing."""
+    try:
+        return dict(mlflow.models.get_model_info(model_uri).metadata or {})
+    except mlflow.exceptions.MlflowException as exc:
+        raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {exc.message}") from exc
+
+
 def load_predictor(model_uri: str):
-    """An MLflow model as a function: float32 images (n, 28, 28, 1) -> probabilities (n, 10). Keras models
-    (what this pipeline logs) load in safe mode; other flavors through pyfunc."""
+    """An MLflow model as a function: float32 images (n, rows, cols, 1) -> probabilities (n, classes). Keras
+    models (what this pipeline logs) load in safe mode; other flavors through pyfunc."""
     if "keras" in _flavors(model_uri):
         model = load_keras_model(model_uri)
         return lambda images: np.asarray(model.predict(np.asarray(images, dtype=np.float32), verbose=0))

@@ -1,0 +1,49 @@
+"""The prepared data as MLflow dataset inputs: what fills the runs table's Dataset column and the run
+page's Datasets, and what `dataset.name = 'mnist-train'` filters on.
+
+One input per split, named <dataset>-<split> (MLflow keeps one input per dataset and run, so the splits
+need names of their own), its digest the prepared folder's hash (data_hash; MLflow stores 36 characters
+of it), its source the split's .npz, its schema the arrays' (MLflow infers it), its context training,
+validation or testing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.entities import DatasetInput, InputTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+from mnist_pipeline.data.prepared import DatasetInfo
+from mnist_pipeline.tracking.store import guarded
+
+CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+DIGEST_LENGTH = 36  # MLflow's datasets.digest column holds 36 characters
+
+Splits = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+def split_dataset(info: DatasetInfo, prepared_dir: Path, split: str, x: np.ndarray, y: np.ndarray):
+    source = str((Path(prepared_dir) / f"{split}.npz").resolve())
+    return mlflow.data.from_numpy(x, targets=y, source=source, name=f"{info.name}-{split}",
+                                  digest=info.sha256[:DIGEST_LENGTH])
+
+
+@guarded("logging the datasets")
+def log_splits(info: DatasetInfo, prepared_dir: Path, splits: Splits) -> None:
+    """Log each split as an input of the active run."""
+    for split, (x, y) in splits.items():
+        mlflow.log_input(split_dataset(info, prepared_dir, split, x, y), context=CONTEXTS[split])
+
+
+@guarded("logging the datasets")
+def log_splits_to_run(run_id: str, info: DatasetInfo, prepared_dir: Path, splits: Splits) -> None:
+    """The same for an ended run (evaluate adds the test split to its training run without reopening it)."""
+    MlflowClient().log_inputs(run_id, datasets=[
+        DatasetInput(split_dataset(info, prepared_dir, split, x, y)._to_mlflow_entity(),
+                     tags=[InputTag(MLFLOW_DATASET_CONTEXT, CONTEXTS[split])])
+        for split, (x, y) in splits.items()])
