@@ -47,23 +47,27 @@ def training_curves(history: dict[str, list[float]], path: Path, title: str = ""
 
 
 def confusion_matrix(counts: np.ndarray, path: Path, classes: Sequence[str], title: str = "") -> Path:
-    """Counts of (true, predicted) classes, each cell labelled and each axis tick named; the diagonal is
-    the correct ones."""
+    return _save(confusion_figure(counts, classes, title), path)
+
+
+def confusion_figure(counts: np.ndarray, classes: Sequence[str], title: str = "") -> plt.Figure:
+    """Counts of (true, predicted) classes, each cell labelled and each axis tick named by its class; the
+    diagonal is the correct ones. Names longer than a digit are slanted so they do not overlap."""
     fig, ax = plt.subplots(figsize=(8, 7))
     image = ax.imshow(np.log1p(counts), cmap="Blues")  # log scale: errors stay visible beside the diagonal
     for (row, col), value in np.ndenumerate(counts):
         if value:
             ax.text(col, row, str(value), ha="center", va="center", fontsize=7,
                     color="white" if value > counts.max() / 4 else "black")
-    long_names = max(map(len, classes)) > 3
-    ax.set_xticks(range(counts.shape[1]), classes, rotation=45 if long_names else 0, ha="right" if long_names else "center")
+    slanted = max(map(len, classes)) > 3
+    ax.set_xticks(range(counts.shape[1]), classes, rotation=40 if slanted else 0, ha="right" if slanted else "center")
     ax.set_yticks(range(counts.shape[0]), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.colorbar(image, ax=ax, label="log(1 + count)")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return fig
 
 
 def comparison(rows: list[dict], val_curves: dict[str, list[float]], path: Path) -> Path:

@@ -27,10 +27,11 @@ QUICK_VARIANTS = ('  mlp_32x32-none: {model: mlp_32x32, augment: none, overrides
                   '  dense_3x500-none: {model: dense_3x500, augment: none, overrides: "trainer.batch_size=500"}\n')
 
 
-def quick_project(dest: Path, limit: int) -> Path:
+def quick_project(dest: Path, limit: int, variants: str = QUICK_VARIANTS) -> Path:
+    """A committed copy of the project with only `variants` (params.yaml lines), `limit` images, 1 epoch."""
     repo = copy_repo(dest)
     text = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(text[: text.index("variants:\n")] + "variants:\n" + QUICK_VARIANTS)
+    (repo / "params.yaml").write_text(text[: text.index("variants:\n")] + "variants:\n" + variants)
     set_param(repo, "limit", limit)
     set_param(repo, "epochs", 1)
     git_commit_all(repo, "two quick variants")

@@ -43,6 +43,27 @@ def test_large_picture_is_normalized_like_mnist(tmp_path):
     assert a[0].sum() == a[-1].sum() == a[:, 0].sum() == a[:, -1].sum() == 0  # black margin as in MNIST
 
 
+def test_another_datasets_preprocessing_fills_its_box_and_centres_the_bounding_box(tmp_path):
+    """Fashion-MNIST's convention: the longer side fills the whole image, the object centred by its box."""
+    fashion = images.Preprocess(size=(28, 28), box=28, centre="box")
+    a = images.load_image(save(digit(), tmp_path / "seven.png"), fashion)[..., 0]
+    rows, cols = np.nonzero(a > 0)
+    assert (rows.min(), rows.max()) == (0, 27)  # the '7' is taller than wide: it spans every row
+    assert abs((cols.min() + cols.max()) / 2 - 13.5) <= 0.5  # its box centred, not its mass
+    small = images.Preprocess(size=(16, 12), box=10, centre="mass")
+    b = images.load_image(save(digit(), tmp_path / "seven.png"), small)[..., 0]
+    assert b.shape == (16, 12) and max(np.ptp(np.nonzero(b > 0)[0]), np.ptp(np.nonzero(b > 0)[1])) + 1 == 10
+    with pytest.raises(ImageError, match=r"expected shape \(16, 12\), \(16, 12, 1\) or \(n, 16, 12\[, 1\]\)"):
+        np.save(tmp_path / "mnist.npy", np.zeros((28, 28), np.uint8))
+        images.load_image(tmp_path / "mnist.npy", small)
+
+
+def test_preprocessing_comes_from_the_models_metadata():
+    assert images.Preprocess.of_model({}) == images.MNIST  # a model logged before datasets were configurable
+    meta = {"image_shape": [16, 16, 1], "preprocess": {"box": 12, "centre": "box"}, "classes": ["a", "b"]}
+    assert images.Preprocess.of_model(meta) == images.Preprocess((16, 16), 12, "box")
+
+
 def test_normalizing_an_upscaled_result_gives_it_back(tmp_path):
     x = images.load_image(save(digit(), tmp_path / "seven.png"))[..., 0]
     big = Image.fromarray((x * 255).round().astype(np.uint8)).resize((112, 112), Image.Resampling.BICUBIC)

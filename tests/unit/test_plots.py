@@ -1,4 +1,5 @@
-"""The report's comparison chart reads at a glance with many variants and a weak first epoch."""
+"""Figures read at a glance: the comparison chart with many variants and a weak first epoch, the confusion
+matrix with class names."""
 
 import numpy as np
 
@@ -24,3 +25,17 @@ def test_comparison_plots_validation_error_on_a_log_axis_with_whole_epochs(tmp_p
     low, high = lines.get_ylim()
     assert (np.log10(0.03) - np.log10(0.01)) / (np.log10(high) - np.log10(low)) > 0.15
     assert plots.comparison(rows, curves, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_confusion_matrix_names_the_classes_on_both_axes(tmp_path):
+    classes = ["T-shirt/top", "Trouser", "Pullover"]
+    fig = plots.confusion_figure(np.array([[5, 1, 0], [0, 6, 0], [2, 0, 4]]), classes, "shallow_cnn-none")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == classes
+    assert [t.get_text() for t in ax.get_yticklabels()] == classes
+    assert ax.get_xticklabels()[0].get_rotation() == 40  # long names slant instead of overlapping
+    assert sorted(t.get_text() for t in ax.texts) == ["1", "2", "4", "5", "6"]  # zero cells stay empty
+    digits = plots.confusion_figure(np.eye(10, dtype=int), [str(d) for d in range(10)])
+    assert digits.axes[0].get_xticklabels()[0].get_rotation() == 0
+    path = plots.confusion_matrix(np.eye(3, dtype=int), tmp_path / "cm.png", classes)
+    assert path.read_bytes()[:4] == b"\x89PNG"
