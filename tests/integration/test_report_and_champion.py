@@ -33,7 +33,9 @@ def prepared(root, name, labels, limit=0):
     folder.mkdir()
     x = np.random.default_rng(len(name)).random((len(labels), 28, 28, 1), dtype=np.float32)
     np.savez(folder / "val.npz", x=x, y=np.asarray(labels, np.uint8))
-    (folder / "dataset.json").write_text(json.dumps({"settings": {"limit": limit}}))
+    (folder / "dataset.json").write_text(json.dumps({
+        "dataset": "mnist", "classes": [str(d) for d in range(10)], "image_shape": [28, 28, 1],
+        "preprocess": {"box": 20, "centre": "mass"}, "settings": {"limit": limit}}))
     return folder
 
 
@@ -103,7 +105,7 @@ def test_leaderboard_then_first_champion_with_its_tags(tmp_path, store):
     assert alias_source(store) == uri_a
     version = MlflowClient(tracking_uri=store).get_model_version(NAME, "1")
     run_id = json.loads((tmp_path / "models/a/run.json").read_text())["run_id"]
-    assert version.tags == {"variant": "a", "val_accuracy": "0.99", "test_accuracy": "0.9",
+    assert version.tags == {"variant": "a", "val_accuracy": "0.99", "test_accuracy": "0.9", "dataset": "mnist",
                             "data.sha256": data_hash(data), "data.limit": "0", "git.commit": "0123456789abcdef",
                             "dvc.exp": "wider-mlp", "run_id": run_id}
 
