@@ -32,8 +32,10 @@ MODEL_TRAINING = "workflowType=machine_learning"
 pytestmark = pytest.mark.slow
 
 
-def _browser_binaries() -> tuple[str, str]:
-    """Debian's chromium and chromedriver (`.ci/run` installs both); skipped without them, failed in CI."""
+@pytest.fixture(scope="module")
+def browser_binaries() -> tuple[str, str]:
+    """Debian's chromium and chromedriver (`.ci/run` installs both); skipped without them (before the store is
+    filled), failed in CI."""
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     missing = [name for name, path in (("chromium", chromium), ("chromium-driver", driver)) if not os.access(path, os.X_OK)]
@@ -58,7 +60,7 @@ class Store:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, small_prepared) -> Store:
+def store(browser_binaries, tmp_path_factory, small_prepared) -> Store:
     """The stages as DVC runs them, on 1,800 training images, 2 epochs (so the curves have two points)."""
     from mlflow.tracking import MlflowClient
 
@@ -126,13 +128,13 @@ def ui(store, tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def browser(tmp_path):
+def browser(browser_binaries, tmp_path):
     """Headless chromium with a fresh profile. Selenium Manager is never asked for anything: the driver's path
     is given, so nothing is downloaded."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    chromium, chromedriver = _browser_binaries()
+    chromium, chromedriver = browser_binaries
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
