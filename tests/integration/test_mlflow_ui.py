@@ -284,7 +284,7 @@ def test_a_fresh_profile_opens_the_genai_view_and_the_switch_shows_the_runs(brow
 def test_runs_table_lists_each_variant_with_its_test_accuracy(browser, ui, store, tmp_path):
     """One row per variant; the test accuracy column (added with Columns, as a person does) shows the value the
     store holds; the Models column names the champion's registered version; the Dataset column names the run's
-    dataset inputs when the runs have any."""
+    dataset inputs (train, validation, test)."""
     from selenium.webdriver.common.keys import Keys
 
     choose_model_training(browser, ui, store)
@@ -299,9 +299,9 @@ def test_runs_table_lists_each_variant_with_its_test_accuracy(browser, ui, store
         wait_for(browser, lambda d: runs_table_cell(d, run_id, "test_accuracy") == expected,
                  f"{variant}'s test_accuracy {expected}")
         assert variant in runs_table_row(browser, run_id)
-        if store.datasets[variant]:
-            dataset = runs_table_cell(browser, run_id, "Dataset")
-            assert any(name in dataset for name in store.datasets[variant]), (variant, dataset, store.datasets)
+        assert sorted(store.datasets[variant]) == ["mnist-test", "mnist-train", "mnist-val"]
+        dataset = runs_table_cell(browser, run_id, "Dataset")
+        assert any(name in dataset for name in store.datasets[variant]), (variant, dataset, store.datasets)
     models = runs_table_cell(browser, store.run_ids[store.champion], "Models")
     assert MODEL_NAME in models and f"v{store.champion_version}" in models, models
     screenshot(browser, tmp_path, "03-runs-table-test-accuracy.png")
