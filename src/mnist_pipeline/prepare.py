@@ -86,7 +86,9 @@ def prepare(cfg: DictConfig) -> dict:
         plots.digit_grid(x[:16], [f"label {int(v)}" for v in y[:16]], directory / "samples.png")
 
     write_prepared(Path(data.prepared_dir), splits, metadata, extra=sample_grid)
-    log.info("prepared %s in %s", metadata["counts"], data.prepared_dir)
+    counts = metadata["counts"]
+    log.info("prepare: %d train / %d val / %d test images -> %s", counts["train"], counts["val"], counts["test"],
+             data.prepared_dir)
     return metadata
 
 

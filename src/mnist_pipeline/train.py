@@ -9,6 +9,8 @@ run id that the evaluate stage logs into). The folder appears only when training
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -211,7 +213,8 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
             curves = plots.training_curves(record["history"], staging / "training_curves.png", title=cfg.variant)
             runs.log_file(curves)
             model = training.float32_copy(model, build)
-            model_uri = logged_models.log_keras_model(model, x_val[:1], step=best.best_epoch or 0)
+            with contextlib.redirect_stdout(io.StringIO()):  # MLflow checks the example with a progress bar
+                model_uri = logged_models.log_keras_model(model, x_val[:1], step=best.best_epoch or 0)
             model.save(staging / "model.keras")
             (staging / "history.json").write_text(json.dumps(record, indent=2) + "\n")
             (staging / "run.json").write_text(json.dumps({
@@ -223,8 +226,8 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
             }, indent=2) + "\n")
         resume.discard(state)  # the outputs are in place: nothing left to resume
     print_first_prediction(model, x_test, y_test)
-    log.info("%s: best epoch %s, val_accuracy %.4f, outputs in %s", cfg.variant, best.best_epoch,
-             record["history"]["val_accuracy"][best.best_epoch or 0], output_dir)
+    log.info("train %s: best epoch %d of %d, val_accuracy %.4f -> %s", cfg.variant, (best.best_epoch or 0) + 1,
+             len(record["history"]["loss"]), record["history"]["val_accuracy"][best.best_epoch or 0], output_dir)
     return {**record, "run_id": run.info.run_id}
 
 
