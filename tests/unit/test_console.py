@@ -161,3 +161,15 @@ def test_a_failing_stage_prints_one_error_line_and_no_banner(tmp_path, monkeypat
     assert len(lines) == 1 and lines[0].startswith(f"error: {missing} not found: "), result.stderr
     assert "error" not in result.stdout, result.stdout
     assert f"[ERROR] - {missing} not found" in (tmp_path / "h" / "evaluate.log").read_text()
+
+
+def test_what_a_crashing_process_wrote_last_still_comes_through():
+    """TensorFlow's fatal errors (LOG(FATAL), failed checks) abort the process right after writing: the
+    filter is a process of its own, so it forwards them all the same."""
+    fatal = b"F0000 00:00:1.5   1 op.cc:1] Check failed: a fatal error\n"
+    crash = ("import os\nfrom mnist_pipeline import console\nassert console.quiet()\n"
+             f"os.write(2, {BANNERS[0] + bytes([10]) + fatal!r})\nos.abort()\n")
+    environ = {k: v for k, v in os.environ.items() if k not in (console.ENV, "TF_CPP_MIN_LOG_LEVEL")}
+    result = subprocess.run([sys.executable, "-c", crash], env=environ, capture_output=True, timeout=60)
+    assert result.returncode == -6, result.stderr
+    assert result.stderr == fatal
