@@ -278,6 +278,10 @@ def runs_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the real command line: TensorFlow's start-up banners dropped (console.py)
+        from mnist_pipeline import console
+
+        console.quiet()
     args = build_parser().parse_args(argv)
     return args.run(args)
 

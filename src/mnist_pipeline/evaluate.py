@@ -117,8 +117,8 @@ def evaluate(cfg: DictConfig) -> dict:
             (Path(tmp) / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
             runs.log_to_run(run_info["run_id"], logged, [*figures, Path(tmp) / "evaluation.json"], "test")
         datasets.log_splits_to_run(run_info["run_id"], dataset, Path(cfg.data_dir), {"test": (x_test, y_test)})
-    log.info("%s: test accuracy %.4f, loss %.4f (run %s)", variant, summary["accuracy"], summary["loss"],
-             run_info["run_id"])
+    log.info("evaluate %s: test accuracy %.4f, loss %.4f -> %s, %s/*/%s* (run %s)", variant, summary["accuracy"],
+             summary["loss"], cfg.metrics_file, plots_dir, variant, run_info["run_id"])
     return evaluation
 
 

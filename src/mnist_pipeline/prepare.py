@@ -108,7 +108,9 @@ def prepare(cfg: DictConfig) -> dict:
         plots.image_grid(x[:16], [classes[v] for v in y[:16]], directory / "samples.png")
 
     write_prepared(Path(data.prepared_dir), splits, metadata, extra=sample_grid)
-    log.info("prepared %s: %s in %s", data.name, metadata["counts"], data.prepared_dir)
+    counts = metadata["counts"]
+    log.info("prepare %s: %d train / %d val / %d test images -> %s", data.name, counts["train"], counts["val"],
+             counts["test"], data.prepared_dir)
     return metadata
 
 

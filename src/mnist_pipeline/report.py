@@ -187,8 +187,7 @@ def gate_champion(cfg: DictConfig, best: dict, data_dir: Path, dataset: DatasetI
             "data.limit": str(challenger.limit), "git.commit": trained.get("git.commit", ""),
             "dvc.exp": trained.get("dvc.exp", ""), "run_id": best["run_id"]}).number
         registry.set_alias(name, alias, registered)
-    line = decision.line(challenger, current, margin, registered)
-    log.info("%s", line)
+    line = decision.line(challenger, current, margin, registered)  # report's last line says it
     holder_now = registered if decision.promote else (current.number if current else None)
     return {"model": name, "alias": alias, "action": decision.action, "line": line, "margin": margin,
             "version": holder_now, "variant": best["variant"] if decision.promote else (current and current.variant),
@@ -241,7 +240,9 @@ def report(cfg: DictConfig) -> dict:
                         per_class_table(best, probs[best["variant"]], dataset.classes))
         (staging / "leaderboard.md").write_text(text)
         plots.comparison([*rows, combined], curves, staging / "comparison.png")
-    print(text)
+    print("\n".join(line for line in text.splitlines() if line.startswith("|")))  # the table; the rest is below
+    log.info("report: best %s (val %.4f, test %.4f); %s -> %s", best["variant"], best["val_accuracy"],
+             best["test_accuracy"], decision["line"], Path(cfg.reports_dir) / "leaderboard.md")
     return summary
 
 

@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_pipeline.errors import PipelineError, Terminated
-from mnist_pipeline import signals, workspace
+from mnist_pipeline import console, signals, workspace
 
 CONF_DIR = str(workspace.CONF_DIR)  # the workspace's conf/: a DVC experiment runs its own config
 
@@ -28,11 +28,12 @@ def hydra_stage(config_name: str) -> Callable[[Callable[[DictConfig], None]], Ca
     def decorate(fn: Callable[[DictConfig], None]) -> Callable[[], None]:
         @functools.wraps(fn)
         def task(cfg: DictConfig) -> None:
+            console.quiet()  # already on for `python -m mnist_pipeline.<stage>` (__init__.py); else from here
             try:
                 with signals.handled():  # SIGTERM raises, so staging folders and runs are cleaned up
                     fn(cfg)
             except PipelineError as exc:
-                log.error("%s", exc)
+                log.error("%s", exc, extra=console.FILE_ONLY)  # stderr has the line below
                 print(f"error: {exc}", file=sys.stderr, flush=True)
                 raise SystemExit(1) from None
             except Terminated:

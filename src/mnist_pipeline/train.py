@@ -246,8 +246,8 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
             }, indent=2) + "\n")
         resume.discard(state)  # the outputs are in place: nothing left to resume
     print_first_prediction(model, x_test, y_test, dataset.classes)
-    log.info("%s: best epoch %s, val_accuracy %.4f, outputs in %s", cfg.variant, best.best_epoch,
-             record["history"]["val_accuracy"][best.best_epoch or 0], output_dir)
+    log.info("train %s: best epoch %d of %d, val_accuracy %.4f -> %s", cfg.variant, (best.best_epoch or 0) + 1,
+             len(record["history"]["loss"]), record["history"]["val_accuracy"][best.best_epoch or 0], output_dir)
     return {**record, "run_id": run.info.run_id}
 
 

@@ -152,7 +152,7 @@ def test_champion_moves_only_forward_through_experiments(tmp_path, mnist_mirror)
     assert base.returncode == 0, base.stdout[-3000:] + base.stderr[-3000:]
     board = json.loads((repo / "reports" / "leaderboard.json").read_text())
     assert board["registry"]["action"] == "first" and board["registry"]["version"] == 1
-    assert f"Registry: {board['registry']['line']}." in base.stdout
+    assert f"; {board['registry']['line']} -> reports/leaderboard.md" in base.stdout  # report's last line
     v1 = client.get_model_version_by_alias("mnist-classifier", "champion")
     assert int(v1.version) == 1 and v1.source == board["best"]["model_uri"]
     assert v1.tags["dvc.exp"] == "" and v1.tags["data.limit"] == "0" and len(v1.tags["git.commit"]) == 40

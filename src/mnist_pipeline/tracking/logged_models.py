@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
 import os
 import types
 import zipfile
@@ -57,11 +59,12 @@ def log_keras_model(model: keras.Model, example: np.ndarray, step: int, metadata
     predict's preprocessing, data/prepared.DatasetInfo) into the active run; returns its URI
     (models:/<model_id>). `step` links the run's metrics at that epoch (the best one) to the logged model."""
     example = np.asarray(example, dtype=np.float32)
-    info = Model.log(
-        artifact_path=None, name=name, flavor=_KERAS_FLAVOR, model=model,
-        signature=signature(example.shape[1:], int(model.output_shape[-1])), input_example=example, step=step,
-        pip_requirements=_pip_requirements(), metadata=metadata,
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # MLflow checks the example behind a Keras progress bar
+        info = Model.log(
+            artifact_path=None, name=name, flavor=_KERAS_FLAVOR, model=model,
+            signature=signature(example.shape[1:], int(model.output_shape[-1])), input_example=example, step=step,
+            pip_requirements=_pip_requirements(), metadata=metadata,
+        )
     return info.model_uri
 
 
