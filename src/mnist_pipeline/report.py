@@ -240,7 +240,8 @@ def report(cfg: DictConfig) -> dict:
                         per_class_table(best, probs[best["variant"]], dataset.classes))
         (staging / "leaderboard.md").write_text(text)
         plots.comparison([*rows, combined], curves, staging / "comparison.png")
-    print("\n".join(line for line in text.splitlines() if line.startswith("|")))  # the table; the rest is below
+    # the tables, each under its heading; the rest of the report is in the final line below
+    print("\n".join(line for line in text.splitlines() if line.startswith(("|", "# ", "Per class"))))
     log.info("report: best %s (val %.4f, test %.4f); %s -> %s", best["variant"], best["val_accuracy"],
              best["test_accuracy"], decision["line"], Path(cfg.reports_dir) / "leaderboard.md")
     return summary
