@@ -40,8 +40,8 @@ def measure(args, train_images: int) -> list[dict]:
                                                "repeat": repeat, "epochs": args.epochs,
                                                "limit": size, "overrides": []})
                 seconds = statistics.median(result["epoch_seconds"][1:])
-                points.append({"arch": arch, "images": result["images"], "repeat": repeat,
-                               "epoch_seconds": seconds, "train_mflops_per_image": result["train_flops_per_image"] / 1e6})
+                points.append({"arch": arch, "images": result["images"], "repeat": repeat, "epoch_seconds": seconds,
+                               "train_mflops_per_image": result["train_flops_per_image"] / 1e6})
                 print(f"{arch:12s} {result['images']:6d} images: {seconds:6.2f} s/epoch", flush=True)
     return points
 

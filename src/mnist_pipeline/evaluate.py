@@ -3,8 +3,9 @@
     python -m mnist_pipeline.evaluate variant=deep_cnn-standard
 
 Logs test_* metrics, a confusion-matrix PNG and a grid of misclassified images (both with the dataset's
-class names) and the test split as a dataset input into the variant's training run (the id in models/<variant>/run.json), then writes metrics/<variant>.json and the files DVC
-plots: plots/predictions/<variant>.csv (actual, predicted per test image), plots/per_class/<variant>.json,
+class names) and the test split as a dataset input into the variant's training run (the id in
+models/<variant>/run.json), then writes metrics/<variant>.json and the files DVC plots:
+plots/predictions/<variant>.csv (actual, predicted per test image), plots/per_class/<variant>.json,
 plots/curves/<variant>.csv (per-epoch training history) and plots/figures/<variant>/*.png, and
 probabilities/<variant>.npz (validation and test probabilities with their labels, for the report's ensemble).
 """
@@ -102,8 +103,8 @@ def evaluate(cfg: DictConfig) -> dict:
         figures = [
             plots.confusion_matrix(np.array(summary["confusion_matrix"]), figure_dir / "confusion_matrix.png",
                                    classes, title=f"{variant}: test accuracy {summary['accuracy']:.4f}"),
-            plots.image_grid(x_test[wrong], [f"true {classes[y_test[i]]}\npred {classes[y_pred[i]]}" for i in wrong],
-                             figure_dir / "misclassified.png"),
+            plots.image_grid(x_test[wrong], [f"true {classes[y_test[i]]}\npred {classes[y_pred[i]]}"
+                                             for i in wrong], figure_dir / "misclassified.png"),
         ]
         _write(outputs.file(plots_dir / "predictions" / f"{variant}.csv"),
                _csv(["actual", "predicted"], zip(y_test.tolist(), y_pred.tolist())))

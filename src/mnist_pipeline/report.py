@@ -21,9 +21,8 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig
 
-from mnist_pipeline import champion, ensemble, plots, validate
+from mnist_pipeline import champion, ensemble, metrics, plots, validate
 from mnist_pipeline.atomic import atomic_dir
-from mnist_pipeline import metrics
 from mnist_pipeline.data.prepared import DatasetInfo, describe, load_metadata, load_split
 from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.evaluate import read_json, read_probabilities
@@ -231,8 +230,9 @@ def report(cfg: DictConfig) -> dict:
     else:
         decision = {"action": "disabled", "version": None, "line": "champion not registered (registry.enabled=false)"}
 
-    summary = {"dataset": dataset.name, "classes": list(dataset.classes), "best": best, "selection": "max validation accuracy, then min validation loss",
-               "registry": decision, "variants": rows, "ensemble": combined}
+    summary = {"dataset": dataset.name, "classes": list(dataset.classes), "best": best,
+               "selection": "max validation accuracy, then min validation loss", "registry": decision,
+               "variants": rows, "ensemble": combined}
     with atomic_dir(Path(cfg.reports_dir)) as staging:
         (staging / "leaderboard.json").write_text(json.dumps(summary, indent=2) + "\n")
         (staging / "summary.json").write_text(json.dumps(summary_metrics(best, decision, combined), indent=2) + "\n")

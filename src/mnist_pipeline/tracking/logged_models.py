@@ -27,7 +27,6 @@ def signature(image_shape, num_classes: int) -> ModelSignature:
                           outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]))
 
 
-
 def _keras_save_model(path: str, **kwargs: Any) -> None:
     # mlflow.keras.save_model (3.17) writes the input example before creating `path`, so any
     # input_example raises FileNotFoundError; creating the folder first is the only change.
@@ -84,21 +83,22 @@ def load_keras_model(model_uri: str) -> keras.Model:
         raise refusal(exc, model_uri) from None
 
 
-def _flavors(model_uri: str) -> dict:
+def _model_info(model_uri: str):
     try:
-        return dict(mlflow.models.get_model_info(model_uri).flavors)
+        return mlflow.models.get_model_info(model_uri)
     except mlflow.exceptions.MlflowException as exc:
         raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {exc.message}") from exc
     except OSError as exc:
         raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {exc}") from exc
 
 
+def _flavors(model_uri: str) -> dict:
+    return dict(_model_info(model_uri).flavors)
+
+
 def model_metadata(model_uri: str) -> dict:
     """What train logged with the model about its dataset (DatasetInfo.as_metadata); {} if nothing."""
-    try:
-        return dict(mlflow.models.get_model_info(model_uri).metadata or {})
-    except mlflow.exceptions.MlflowException as exc:
-        raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {exc.message}") from exc
+    return dict(_model_info(model_uri).metadata or {})
 
 
 def load_predictor(model_uri: str):
