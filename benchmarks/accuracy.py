@@ -1,12 +1,18 @@
-"""Test accuracy and training time of train-stage setups over several seeds.
+"""Validation and test accuracy and training time of train-stage setups over several seeds.
 
     python benchmarks/accuracy.py --name best --seeds 1 2 3 -- experiment=best
-    python benchmarks/accuracy.py --name shallow_cnn-none --seeds 1 2 3 -- model=shallow_cnn trainer.epochs=10
+    python benchmarks/accuracy.py --name "lr 2e-3" --choice "default learning rate=2e-3" -- optimizer.lr=0.002
 
 Each seed is one real `python -m mnist_pipeline.train <overrides> trainer.seed=<seed>` on data/prepared/
 (`dvc repro prepare` first), logged to a throwaway MLflow store so the project's mlruns/ stays clean. The
 model it saves (the best epoch by validation loss) is scored on the 10,000 test images; training time is
 the sum of the per-epoch wall times the run recorded (model.fit's epochs, validation included).
+
+The test set only reports. Setups that compete for one setting carry `--choice "<setting>=<candidate>"`;
+a candidate may span several rows (e.g. one learning rate on three architectures). The candidate with the
+highest mean validation accuracy over all its runs is chosen, and test accuracy is shown for the rows of
+chosen candidates and of rows that compete for nothing, never for the others.
+
 Stores the runs in benchmarks/accuracy.json under the name: a rerun with the same overrides adds or replaces
 only the seeds given (so seeds can be run in separate sessions), other overrides replace the entry. Then
 rewrites the accuracy section of benchmarks/results.md from it.
@@ -61,22 +67,54 @@ def machine_key(m: dict) -> str:
     return f"{m['cpu']}, {m['cores']} cores, native bf16 {'/'.join(m['bf16']) or 'no'}"
 
 
+def choices(entries: dict) -> dict[str, dict]:
+    """Per setting: each candidate's mean validation accuracy over all its runs, and the chosen one."""
+    groups: dict[str, dict[str, list[float]]] = {}
+    for entry in entries.values():
+        if entry.get("choice"):
+            setting, candidate = entry["choice"]
+            groups.setdefault(setting, {}).setdefault(candidate, []).extend(r["val_accuracy"] for r in entry["runs"])
+    return {setting: {"val": {c: statistics.mean(v) for c, v in cands.items()},
+                      "runs": {c: len(v) for c, v in cands.items()},
+                      "chosen": max(cands, key=lambda c: statistics.mean(cands[c]))}
+            for setting, cands in groups.items()}
+
+
+def reported(entry: dict, decided: dict) -> bool:
+    """Whether the row's test accuracy may be shown: it competes for nothing, or its candidate won."""
+    return not entry.get("choice") or decided[entry["choice"][0]]["chosen"] == entry["choice"][1]
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f}%"
+
+
 def markdown(entries: dict) -> str:
     """The table, with each seed's machine: seeds run in different sessions may have run on different CPUs."""
     labels: dict[str, str] = {}
     for entry in entries.values():
         for run in entry["runs"]:
             labels.setdefault(machine_key(run["machine"]), f"M{len(labels) + 1}")
+    decided = choices(entries)
     lines = ["Machines: " + "; ".join(f"{label} = {k}" for k, label in labels.items()) + ".", "",
-             "| setup | overrides | seed: test accuracy (training s, machine) | mean test accuracy | mean training s |",
-             "|---|---|---|---:|---:|"]
+             "| setup | overrides | seed: val / test accuracy (training s, machine) | mean val | mean test "
+             "| mean training s |",
+             "|---|---|---|---:|---:|---:|"]
     for name, entry in entries.items():
-        runs = entry["runs"]
-        per_seed = "; ".join(f"{r['seed']}: {100 * r['test_accuracy']:.2f}% ({r['train_seconds']:.0f}, "
-                             f"{labels[machine_key(r['machine'])]})" for r in runs)
+        runs, shown = entry["runs"], reported(entry, decided)
+        per_seed = "; ".join(
+            f"{r['seed']}: {100 * r['val_accuracy']:.2f}% / {_percent(r['test_accuracy']) if shown else '-'} "
+            f"({r['train_seconds']:.0f}, {labels[machine_key(r['machine'])]})" for r in runs)
+        test = f"**{_percent(statistics.mean(r['test_accuracy'] for r in runs))}**" if shown else "not chosen"
         lines.append(f"| {name} | `{' '.join(entry['overrides'])}` | {per_seed} "
-                     f"| **{100 * statistics.mean(r['test_accuracy'] for r in runs):.2f}%** "
+                     f"| {_percent(statistics.mean(r['val_accuracy'] for r in runs))} | {test} "
                      f"| {statistics.mean(r['train_seconds'] for r in runs):.0f} |")
+    if decided:
+        lines += ["", "Settings chosen on validation (mean validation accuracy over every run of the candidate):", "",
+                  "| setting | candidate: mean val accuracy (runs) | chosen |", "|---|---|---|"]
+        for setting, d in decided.items():
+            cands = "; ".join(f"{c}: {100 * v:.3f}% ({d['runs'][c]})" for c, v in d["val"].items())
+            lines.append(f"| {setting} | {cands} | **{d['chosen']}** |")
     return "\n".join(lines) + "\n"
 
 
@@ -85,8 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="the row name in the results")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
+    parser.add_argument("--choice", metavar="SETTING=CANDIDATE",
+                        help="this row is CANDIDATE for SETTING; settings are chosen on validation accuracy")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train stage (after --)")
     args = parser.parse_args(argv)
+    if args.choice is not None and "=" not in args.choice:
+        parser.error(f"--choice {args.choice!r}: expected SETTING=CANDIDATE, e.g. \"default learning rate=4e-3\"")
     if not (ROOT / "data" / "prepared" / "test.npz").is_file():
         raise SystemExit("data/prepared/ not found: run `dvc repro prepare` first")
 
@@ -94,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for seed in args.seeds:
             runs.append({**run_seed(args.overrides, seed, Path(tmp)), "machine": report_md.machine()})
-            print(f"{args.name} seed {seed}: test accuracy {runs[-1]['test_accuracy']:.4f}, "
+            print(f"{args.name} seed {seed}: val accuracy {runs[-1]['val_accuracy']:.4f}, "
+                  f"test accuracy {runs[-1]['test_accuracy']:.4f}, "
                   f"training {runs[-1]['train_seconds']:.1f} s", flush=True)
     store = args.out / "accuracy.json"
     entries = json.loads(store.read_text())["entries"] if store.exists() else {}
@@ -106,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     if previous.get("overrides") == args.overrides:
         runs = sorted([r for r in previous["runs"] if r["seed"] not in args.seeds] + runs, key=lambda r: r["seed"])
     entries[args.name] = {"overrides": args.overrides, "runs": runs}
+    if args.choice is not None:
+        entries[args.name]["choice"] = [part.strip() for part in args.choice.split("=", 1)]
+    elif "choice" in previous and previous.get("overrides") == args.overrides:
+        entries[args.name]["choice"] = previous["choice"]
     args.out.mkdir(parents=True, exist_ok=True)
     store.write_text(json.dumps({"entries": entries}, indent=2) + "\n")
     table = markdown(entries)

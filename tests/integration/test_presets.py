@@ -15,6 +15,7 @@ from tests.unit.test_configs import PARAM_COUNTS, train_config
 PRESETS = {  # preset: (model, augment)
     "best": ("bn_cnn", "light"),
     "fast": ("shallow_cnn", "none"),
+    "sprint": ("tiny_cnn", "none"),
 }
 
 

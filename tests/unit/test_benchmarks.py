@@ -32,17 +32,52 @@ def test_training_flops_count_conv_and_dense_multiply_adds_three_times(arch, mul
     assert throughput.training_flops(model) == 3 * 2 * multiply_adds
 
 
+def _run(seed, val, test, seconds, machine):
+    return {"seed": seed, "val_accuracy": val, "test_accuracy": test, "train_seconds": seconds, "machine": machine}
+
+
+AMD = {"cpu": "AMD EPYC", "cores": 2, "bf16": ["avx512_bf16"]}
+
+
 def test_accuracy_table_labels_each_seed_with_its_machine():
     accuracy = load_script("accuracy")
-    amd = {"cpu": "AMD EPYC", "cores": 2, "bf16": ["avx512_bf16"]}
     xeon = {"cpu": "Xeon", "cores": 2, "bf16": ["amx_bf16", "avx512_bf16"]}
     table = accuracy.markdown({"best": {"overrides": ["experiment=best"], "runs": [
-        {"seed": 1, "test_accuracy": 0.9968, "train_seconds": 638.2, "machine": amd},
-        {"seed": 2, "test_accuracy": 0.9962, "train_seconds": 401.0, "machine": xeon},
-    ]}})
+        _run(1, 0.9956, 0.9968, 638.2, AMD), _run(2, 0.9950, 0.9962, 401.0, xeon)]}})
     assert table.splitlines()[0] == ("Machines: M1 = AMD EPYC, 2 cores, native bf16 avx512_bf16; "
                                      "M2 = Xeon, 2 cores, native bf16 amx_bf16/avx512_bf16.")
-    assert "| best | `experiment=best` | 1: 99.68% (638, M1); 2: 99.62% (401, M2) | **99.65%** | 520 |" in table
+    assert ("| best | `experiment=best` | 1: 99.56% / 99.68% (638, M1); 2: 99.50% / 99.62% (401, M2) "
+            "| 99.53% | **99.65%** | 520 |") in table
+    assert "chosen on validation" not in table
+
+
+def test_accuracy_table_chooses_on_validation_and_shows_test_only_for_the_choice():
+    accuracy = load_script("accuracy")
+    # lr 2e-3 is better on test but worse on validation over its two rows: 4e-3 must be chosen
+    entries = {
+        "a 4e-3": {"overrides": ["model=a"], "choice": ["lr", "4e-3"], "runs": [_run(1, 0.990, 0.980, 10, AMD)]},
+        "b 4e-3": {"overrides": ["model=b"], "choice": ["lr", "4e-3"], "runs": [_run(1, 0.980, 0.981, 10, AMD)]},
+        "a 2e-3": {"overrides": ["model=a", "optimizer.lr=0.002"], "choice": ["lr", "2e-3"],
+                   "runs": [_run(1, 0.994, 0.999, 10, AMD)]},
+        "b 2e-3": {"overrides": ["model=b", "optimizer.lr=0.002"], "choice": ["lr", "2e-3"],
+                   "runs": [_run(1, 0.975, 0.999, 10, AMD)]},
+        "alone": {"overrides": ["model=c"], "runs": [_run(1, 0.97, 0.96, 5, AMD)]},
+    }
+    assert accuracy.choices(entries)["lr"]["chosen"] == "4e-3"
+    table = accuracy.markdown(entries)
+    assert "| a 4e-3 | `model=a` | 1: 99.00% / 98.00% (10, M1) | 99.00% | **98.00%** | 10 |" in table
+    assert "| a 2e-3 | `model=a optimizer.lr=0.002` | 1: 99.40% / - (10, M1) | 99.40% | not chosen | 10 |" in table
+    assert "99.90%" not in table
+    assert "| alone | `model=c` | 1: 97.00% / 96.00% (5, M1) | 97.00% | **96.00%** | 5 |" in table
+    assert "| lr | 4e-3: 98.500% (2); 2e-3: 98.450% (2) | **4e-3** |" in table
+
+
+def test_accuracy_choice_needs_a_setting_and_a_candidate(capsys):
+    accuracy = load_script("accuracy")
+    with pytest.raises(SystemExit) as exc:
+        accuracy.main(["--name", "x", "--choice", "lr 2e-3", "--", "optimizer.lr=0.002"])
+    assert exc.value.code == 2
+    assert "--choice 'lr 2e-3': expected SETTING=CANDIDATE" in capsys.readouterr().err
 
 
 def test_serve_load_counts_a_5xx_or_a_bad_prediction_as_a_broken_guarantee():
@@ -60,3 +95,31 @@ def test_serve_load_counts_a_5xx_or_a_bad_prediction_as_a_broken_guarantee():
     assert serve_load.check(valid, 200, one_row)[0] == "predictions of shape (1, 1), expected (2, 10)"
     assert serve_load.check(valid, 200, two.replace(b"1.0", b"0.5"))[0] == "probabilities do not sum to 1"
     assert serve_load.check(valid, 200, b"<html>")[0].startswith("unreadable predictions")
+
+
+def test_time_to_accuracy_chooses_epochs_on_validation_within_the_budget():
+    tta = load_script("time_to_accuracy")
+
+    def run(epochs, seed, seconds, val, test):
+        return {"preset": "sprint", "epochs": epochs, "seed": seed, "train_seconds": seconds,
+                "val_accuracy": val, "test_accuracy": test}
+
+    runs = [run(1, 1, 4.0, 0.980, 0.985), run(1, 2, 5.0, 0.982, 0.987),
+            run(2, 1, 7.0, 0.987, 0.989), run(2, 2, 8.0, 0.985, 0.993),   # best on validation within 10 s
+            run(3, 1, 10.0, 0.984, 0.999), run(3, 2, 9.0, 0.984, 0.999),  # best on test: must not matter
+            run(4, 1, 10.5, 0.995, 0.995), run(4, 2, 9.0, 0.995, 0.995)]  # best on validation, one seed over budget
+    rows = tta.summarise(runs, {"sprint": 10})
+    assert [(r["epochs"], r["chosen"]) for r in rows] == [(1, False), (2, True), (3, False), (4, False)]
+    assert rows[1]["train_seconds"] == 7.5 and rows[1]["test_min"] == 0.989 and rows[1]["test_max"] == 0.993
+    table = tta.markdown(rows, "cmd")
+    assert "| sprint | 2 | 1 2 | 7.5 (8.0) | 98.60% | 99.10% (98.90-99.30) | **chosen** (<= 10 s) |" in table
+    assert "- `sprint`: time to 99% mean test accuracy **7.5 s** (2 epochs)." in table
+    assert "not reached" in tta.markdown(rows[:1], "cmd")
+
+
+def test_time_to_accuracy_refuses_a_malformed_preset_spec():
+    tta = load_script("time_to_accuracy")
+    assert tta.parse_presets(["sprint:3,1,2@10", "fast:4@2.5"]) == {"sprint": ([1, 2, 3], 10.0), "fast": ([4], 2.5)}
+    for spec in ("sprint", "sprint:1,2", "sprint:two@10", "sprint:0,1@10", ":1@10", "sprint:1@0", "sprint:1@x"):
+        with pytest.raises(SystemExit, match="expected PRESET:EPOCHS"):
+            tta.parse_presets([spec])

@@ -15,6 +15,7 @@ PARAM_COUNTS = {
     "deep_cnn": 829_354,
     "cnn_dnn": 138_506,
     "bn_cnn": 326_826,
+    "tiny_cnn": 18_378,  # conv 5x5x1x16+16, 5x5x16x32+32, dense 512x10+10
 }
 MLP_VARIANTS = [  # the small-MLP notebook's other settings, as overrides
     (["model.hidden=[64,64]"], 55_050),
