@@ -21,6 +21,7 @@ rewrites the accuracy section of benchmarks/results.md from it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -52,13 +53,19 @@ def run_seed(overrides: list[str], seed: int, workdir: Path) -> dict:
             "params": history["params"]}
 
 
+@functools.cache
+def _test_split():
+    from mnist_pipeline.data.prepared import load_split
+
+    return load_split(ROOT / "data" / "prepared", "test")
+
+
 def test_accuracy(model_path: Path) -> float:
     import numpy as np
 
-    from mnist_pipeline.data.prepared import load_split
     from mnist_pipeline.model_files import load_keras
 
-    x, y = load_split(ROOT / "data" / "prepared", "test")
+    x, y = _test_split()  # read once per process: time_to_accuracy.py scores many runs
     probs = load_keras(model_path).predict(x, batch_size=1024, verbose=0)
     return float(np.mean(np.argmax(probs, axis=1) == y))
 
@@ -74,10 +81,12 @@ def choices(entries: dict) -> dict[str, dict]:
         if entry.get("choice"):
             setting, candidate = entry["choice"]
             groups.setdefault(setting, {}).setdefault(candidate, []).extend(r["val_accuracy"] for r in entry["runs"])
-    return {setting: {"val": {c: statistics.mean(v) for c, v in cands.items()},
-                      "runs": {c: len(v) for c, v in cands.items()},
-                      "chosen": max(cands, key=lambda c: statistics.mean(cands[c]))}
-            for setting, cands in groups.items()}
+    decided = {}
+    for setting, cands in groups.items():
+        means = {c: statistics.mean(v) for c, v in cands.items()}
+        decided[setting] = {"val": means, "runs": {c: len(v) for c, v in cands.items()},
+                            "chosen": max(means, key=means.get)}
+    return decided
 
 
 def reported(entry: dict, decided: dict) -> bool:
@@ -103,7 +112,7 @@ def markdown(entries: dict) -> str:
     for name, entry in entries.items():
         runs, shown = entry["runs"], reported(entry, decided)
         per_seed = "; ".join(
-            f"{r['seed']}: {100 * r['val_accuracy']:.2f}% / {_percent(r['test_accuracy']) if shown else '-'} "
+            f"{r['seed']}: {_percent(r['val_accuracy'])} / {_percent(r['test_accuracy']) if shown else '-'} "
             f"({r['train_seconds']:.0f}, {labels[machine_key(r['machine'])]})" for r in runs)
         test = f"**{_percent(statistics.mean(r['test_accuracy'] for r in runs))}**" if shown else "not chosen"
         lines.append(f"| {name} | `{' '.join(entry['overrides'])}` | {per_seed} "
