@@ -53,6 +53,7 @@ def check_settings(cfg: DictConfig) -> None:
     validate.number(cfg, "optimizer.lr", above=0.0)
     validate.choice(cfg, "optimizer.schedule", ("constant", "cosine"))
     validate.number(cfg, "optimizer.warmup_fraction", at_least=0.0, below=1.0)
+    validate.number(cfg, "optimizer.ema_momentum", at_least=0.0, below=1.0)
     if cfg.optimizer.name == "sgd":
         validate.number(cfg, "optimizer.momentum", at_least=0.0, below=1.0)
         validate.number(cfg, "optimizer.decay", at_least=0.0)
@@ -210,7 +211,7 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
                 log_setup(cfg, model, x_train, staging, overrides)
                 datasets.log_splits(dataset, data_dir, {"train": (x_train, y_train), "val": (x_val, y_val)})
 
-            best, extra_callbacks = training.callbacks(cfg.trainer)
+            best, extra_callbacks = training.callbacks(cfg.trainer, cfg.optimizer)
             checkpoint = resume.Checkpoint(
                 state, start, {"run_id": run.info.run_id, "config_sha256": settings},
                 stateful={type(cb).__name__: cb for cb in extra_callbacks})

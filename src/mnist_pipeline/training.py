@@ -180,15 +180,22 @@ def learning_rate(cfg: Mapping, total_steps: int):
     raise ValueError(f"unknown learning-rate schedule {schedule!r}")
 
 
+def ema_settings(cfg: Mapping) -> dict:
+    """Keras' own weight averaging (`use_ema`): with `ema_momentum` > 0 the optimizer keeps an exponential
+    moving average of the weights, updated every step; SwapEMAWeights (callbacks()) puts it to use."""
+    momentum = float(cfg.get("ema_momentum", 0.0))
+    return {"use_ema": True, "ema_momentum": momentum} if momentum > 0 else {}
+
+
 def make_optimizer(cfg: Mapping, total_steps: int = 1) -> keras.optimizers.Optimizer:
     if cfg["name"] == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate(cfg, total_steps))
+        return keras.optimizers.Adam(learning_rate=learning_rate(cfg, total_steps), **ema_settings(cfg))
     if cfg["name"] == "sgd":
         lr = learning_rate(cfg, total_steps)
         if cfg.get("decay", 0.0):
             # Keras 2's `decay` argument: lr / (1 + decay * iterations), now a schedule.
             lr = keras.optimizers.schedules.InverseTimeDecay(cfg["lr"], decay_steps=1, decay_rate=cfg["decay"])
-        return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.get("momentum", 0.0))
+        return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.get("momentum", 0.0), **ema_settings(cfg))
     raise ValueError(f"unknown optimizer {cfg['name']!r}")
 
 
@@ -242,9 +249,26 @@ class BestWeights(keras.callbacks.Callback):
                 self._weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
-def callbacks(trainer: Mapping) -> tuple[BestWeights, list[keras.callbacks.Callback]]:
+class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' SwapEMAWeights with swap_on_epoch: validation, the epoch BestWeights keeps (it comes after this
+    one) and so the saved model all use the averaged weights. At every epoch's end, so in every resume
+    snapshot, the model holds the averages and the optimizer the raw weights; that one flag is saved with
+    the snapshot, so a resumed training swaps the raw weights back before its next epoch."""
+
+    def __init__(self) -> None:
+        super().__init__(swap_on_epoch=True)
+
+    def get_state(self) -> dict:
+        return {"ema_weights_in_model": bool(self._ema_weights_in_model)}
+
+    def set_state(self, state: dict, folder: Path) -> None:
+        self._ema_weights_in_model = state["ema_weights_in_model"]
+
+
+def callbacks(trainer: Mapping, optimizer: Mapping) -> tuple[BestWeights, list[keras.callbacks.Callback]]:
     best = BestWeights()
-    extra: list[keras.callbacks.Callback] = [best]
+    averaged = [SwapEMAWeights()] if ema_settings(optimizer) else []
+    extra: list[keras.callbacks.Callback] = [*averaged, best]
     stopping = trainer["early_stopping"]
     if stopping["enabled"]:
         extra.append(keras.callbacks.EarlyStopping(

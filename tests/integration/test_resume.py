@@ -27,8 +27,8 @@ SETTINGS = ("model=shallow_cnn", "augment=light", "optimizer.schedule=cosine", "
 EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
 
 
-def command(folder, data_dir):
-    return [sys.executable, "-m", "mnist_pipeline.train", f"data_dir={data_dir}", *SETTINGS,
+def command(folder, data_dir, *extra):
+    return [sys.executable, "-m", "mnist_pipeline.train", f"data_dir={data_dir}", *SETTINGS, *extra,
             f"hydra.run.dir={folder / 'hydra'}", f"output_dir={folder / 'model'}"]
 
 
@@ -36,8 +36,8 @@ def env(folder):
     return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
 
 
-def train(folder, data_dir):
-    result = subprocess.run(command(folder, data_dir), cwd=REPO, env=env(folder), capture_output=True, text=True,
+def train(folder, data_dir, *extra):
+    result = subprocess.run(command(folder, data_dir, *extra), cwd=REPO, env=env(folder), capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -52,10 +52,10 @@ def weights(folder):
     return keras.saving.load_model(folder / "model" / "model.keras").get_weights()
 
 
-def kill_after_snapshot(folder, data_dir, epochs_done):
+def kill_after_snapshot(folder, data_dir, epochs_done, *extra):
     """Start the training and SIGKILL it as soon as the snapshot of `epochs_done` epochs exists."""
     snapshot = resume.state_dir(folder / "model") / "snapshots" / f"epoch-{epochs_done:04d}"
-    proc = subprocess.Popen(command(folder, data_dir), cwd=REPO, env=env(folder),
+    proc = subprocess.Popen(command(folder, data_dir, *extra), cwd=REPO, env=env(folder),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
@@ -107,6 +107,23 @@ def test_sigkill_then_rerun_resumes_in_the_same_run(tmp_path, small_prepared, re
     assert max_difference(weights(tmp_path), weights(reference)) == 0.0
     ours, theirs = (json.loads((f / "model" / "history.json").read_text())["history"] for f in (tmp_path, reference))
     assert ours["val_loss"] == theirs["val_loss"]
+
+
+def test_sigkill_with_weight_averaging_resumes_to_the_uninterrupted_weights(tmp_path, small_prepared):
+    """With optimizer.ema_momentum, every snapshot holds the averaged weights in the model and the raw ones in
+    the optimizer: the resumed training must swap them back before it trains on, and end where an
+    uninterrupted one does."""
+    ema = "optimizer.ema_momentum=0.9"
+    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    uninterrupted.mkdir(), killed.mkdir()
+    train(uninterrupted, small_prepared, ema)
+    kill_after_snapshot(killed, small_prepared, 2, ema)
+    result = train(killed, small_prepared, ema)
+    assert f"after epoch 2 of {EPOCHS}" in result.stdout + result.stderr
+    assert_one_finished_run_with_every_step_once(killed, resumes=1)
+    ours, theirs = (json.loads((f / "model" / "history.json").read_text())["history"] for f in (killed, uninterrupted))
+    assert ours["loss"] == theirs["loss"] and ours["val_loss"] == theirs["val_loss"]
+    assert max_difference(weights(killed), weights(uninterrupted)) == 0.0
 
 
 def test_a_truncated_snapshot_is_reported_and_the_one_before_used(tmp_path, small_prepared, reference):

@@ -151,6 +151,7 @@ def test_same_seed_is_identical_other_seed_differs(tmp_path, small_prepared):
         ("trainer.epochs=abc", "error: trainer.epochs: expected an integer, got 'abc'"),
         ("optimizer.lr=0", "error: optimizer.lr: must be > 0.0, got 0"),
         ("augment.zoom=1.5", "error: augment.zoom: must be < 1.0, got 1.5"),
+        ("optimizer.ema_momentum=1.0", "error: optimizer.ema_momentum: must be < 1.0, got 1.0"),
         ("model=nope", "Could not find 'model/nope'"),
     ],
 )
@@ -176,7 +177,7 @@ def test_exception_inside_training_leaves_run_failed(tmp_path, small_prepared, m
             raise RuntimeError("boom at epoch end")
 
     real = training.callbacks
-    monkeypatch.setattr(training, "callbacks", lambda trainer: (lambda b, e: (b, [*e, Boom()]))(*real(trainer)))
+    monkeypatch.setattr(training, "callbacks", lambda *cfgs: (lambda b, e: (b, [*e, Boom()]))(*real(*cfgs)))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_env(tmp_path)["MLFLOW_TRACKING_URI"])
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=list(train_args(tmp_path, small_prepared, *FAST))[:2])

@@ -115,3 +115,34 @@ def test_seed_zero_under_a_global_seed_zero():
     x = np.zeros((10, 28, 28, 1), np.float32)
     ds = training.train_dataset(x, np.arange(10, dtype=np.uint8), {**TRAINER, "seed": 0}, NO_AUGMENT, range(1))
     assert sorted(np.concatenate([y.numpy() for _, y in ds]).tolist()) == list(range(10))
+
+
+def fit_with_callbacks(ema_momentum: float):
+    """A small softmax regression fitted with the pipeline's optimizer and callbacks, the same way each time
+    (fixed seed, float32 on the CPU, the same batches): the only difference between two calls is the EMA."""
+    keras.utils.set_random_seed(5)
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(64, 12)).astype("float32"), rng.integers(0, 3, 64)
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(3, activation="softmax")])
+    training.compile_model(model, {"name": "adam", "lr": 0.05, "ema_momentum": ema_momentum})
+    best, extra = training.callbacks({"early_stopping": {"enabled": False}}, {"ema_momentum": ema_momentum})
+    history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, validation_data=(x[:32], y[:32]),
+                        callbacks=extra, verbose=0).history
+    return model, best, history, (x[:32], y[:32])
+
+
+def test_ema_weights_are_validated_and_kept_while_training_follows_the_raw_weights():
+    """With optimizer.ema_momentum > 0, Keras' weight average is what validation scores and what BestWeights
+    keeps (so what is saved), while the training itself (its loss) is exactly that of the same fit without
+    EMA: the averages are swapped out again before each epoch trains."""
+    raw_model, _, raw_history, _ = fit_with_callbacks(0.0)
+    model, best, history, (x_val, y_val) = fit_with_callbacks(0.9)
+    assert history["loss"] == pytest.approx(raw_history["loss"], rel=1e-6)
+    assert history["val_loss"] != pytest.approx(raw_history["val_loss"], rel=1e-3)
+    kept_val_loss = model.evaluate(x_val, y_val, verbose=0)[0]
+    assert kept_val_loss == pytest.approx(history["val_loss"][best.best_epoch], rel=1e-5)
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(model.get_weights(), raw_model.get_weights())) > 1e-3
+    assert [type(cb).__name__ for cb in training.callbacks({"early_stopping": {"enabled": False}},
+                                                            {"ema_momentum": 0.9})[1]] == ["SwapEMAWeights",
+                                                                                          "BestWeights"]
+    assert training.make_optimizer({"name": "adam", "lr": 1e-3, "ema_momentum": 0.0}).use_ema is False
