@@ -37,8 +37,8 @@ def env(folder):
 
 
 def train(folder, data_dir, *extra):
-    result = subprocess.run(command(folder, data_dir, *extra), cwd=REPO, env=env(folder), capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run(command(folder, data_dir, *extra), cwd=REPO, env=env(folder), capture_output=True,
+                            text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
