@@ -13,9 +13,10 @@ a candidate may span several rows (e.g. one learning rate on three architectures
 highest mean validation accuracy over all its runs is chosen, and test accuracy is shown for the rows of
 chosen candidates and of rows that compete for nothing, never for the others.
 
-Stores the runs in benchmarks/accuracy.json under the name: a rerun with the same overrides adds or replaces
-only the seeds given (so seeds can be run in separate sessions), other overrides replace the entry. Then
-rewrites the accuracy section of benchmarks/results.md from it.
+Stores the runs in benchmarks/accuracy.json under the name, each seed as soon as it is scored (so a run
+stopped after seed 1 keeps seed 1): a rerun with the same overrides adds or replaces only the seeds given (so
+seeds can be run in separate sessions), other overrides replace the entry. Each time it also rewrites the
+accuracy section of benchmarks/results.md from the store.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import report_md  # noqa: E402 - benchmarks/ is a folder of scripts, not a package
+
+from mnist_pipeline.atomic import atomic_file  # noqa: E402
 
 
 def run_seed(overrides: list[str], seed: int, workdir: Path) -> dict:
@@ -148,26 +151,38 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.name} seed {seed}: val accuracy {runs[-1]['val_accuracy']:.4f}, "
                   f"test accuracy {runs[-1]['test_accuracy']:.4f}, "
                   f"training {runs[-1]['train_seconds']:.1f} s", flush=True)
-    store = args.out / "accuracy.json"
+            # stored seed by seed: a run stopped after seed 1 keeps seed 1 (and every seed stored before)
+            table = store_runs(args.out, args.name, args.overrides, args.choice, runs)
+    print(table)
+    return 0
+
+
+def store_runs(out: Path, name: str, overrides: list[str], choice: str | None, runs: list[dict]) -> str:
+    """Puts `runs` into out/accuracy.json under `name`, rewrites the accuracy section of out/results.md and
+    returns its table. With the same overrides, runs of other seeds stored earlier are kept; other overrides
+    replace the entry."""
+    store = out / "accuracy.json"
     entries = json.loads(store.read_text())["entries"] if store.exists() else {}
     for entry in entries.values():  # older files kept one machine per entry, not per run
         for run in entry["runs"]:
             run.setdefault("machine", entry.get("machine"))
         entry.pop("machine", None)
-    previous = entries.get(args.name, {})
-    if previous.get("overrides") == args.overrides:
-        runs = sorted([r for r in previous["runs"] if r["seed"] not in args.seeds] + runs, key=lambda r: r["seed"])
-    entries[args.name] = {"overrides": args.overrides, "runs": runs}
-    if args.choice is not None:
-        entries[args.name]["choice"] = [part.strip() for part in args.choice.split("=", 1)]
-    elif "choice" in previous and previous.get("overrides") == args.overrides:
-        entries[args.name]["choice"] = previous["choice"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    store.write_text(json.dumps({"entries": entries}, indent=2) + "\n")
+    previous = entries.get(name, {})
+    same = previous.get("overrides") == overrides
+    if same:
+        seeds = {r["seed"] for r in runs}
+        runs = sorted([r for r in previous["runs"] if r["seed"] not in seeds] + runs, key=lambda r: r["seed"])
+    entries[name] = {"overrides": overrides, "runs": runs}
+    if choice is not None:
+        entries[name]["choice"] = [part.strip() for part in choice.split("=", 1)]
+    elif "choice" in previous and same:
+        entries[name]["choice"] = previous["choice"]
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_file(store) as f:  # never half a store: it holds hours of training
+        f.write((json.dumps({"entries": entries}, indent=2) + "\n").encode())
     table = markdown(entries)
-    print(table)
-    report_md.write_section(args.out / "results.md", "accuracy", table, machine_line=False)
-    return 0
+    report_md.write_section(out / "results.md", "accuracy", table, machine_line=False)
+    return table
 
 
 if __name__ == "__main__":

@@ -80,6 +80,35 @@ def test_accuracy_choice_needs_a_setting_and_a_candidate(capsys):
     assert "--choice 'lr 2e-3': expected SETTING=CANDIDATE" in capsys.readouterr().err
 
 
+def test_accuracy_stores_each_seed_as_it_finishes_and_keeps_it_when_a_later_seed_fails(tmp_path, monkeypatch):
+    """Seed 2 of 3 fails after seed 1 trained: seed 1's new figures are stored, and seeds 2 and 3 keep what an
+    earlier session measured with the same overrides."""
+    accuracy = load_script("accuracy")
+    (tmp_path / "data" / "prepared").mkdir(parents=True)
+    (tmp_path / "data" / "prepared" / "test.npz").write_bytes(b"")
+    monkeypatch.setattr(accuracy, "ROOT", tmp_path)
+    monkeypatch.setattr(accuracy.report_md, "machine", lambda: AMD)
+    out = tmp_path / "bench"
+    out.mkdir()
+    earlier = [_run(s, 0.99, 0.991, 10.0, AMD) for s in (1, 2, 3)]
+    (out / "accuracy.json").write_text(json.dumps({"entries": {"best": {"overrides": ["experiment=best"],
+                                                                        "runs": earlier}}}))
+
+    def run_seed(overrides, seed, workdir):
+        if seed == 2:
+            raise SystemExit("training with seed 2 failed")
+        return {k: v for k, v in _run(seed, 0.995, 0.997, 500.0, AMD).items() if k != "machine"}
+
+    monkeypatch.setattr(accuracy, "run_seed", run_seed)
+    with pytest.raises(SystemExit, match="seed 2 failed"):
+        accuracy.main(["--name", "best", "--out", str(out), "--seeds", "1", "2", "3", "--", "experiment=best"])
+    runs = json.loads((out / "accuracy.json").read_text())["entries"]["best"]["runs"]
+    assert [(r["seed"], r["val_accuracy"], r["train_seconds"]) for r in runs] == [
+        (1, 0.995, 500.0), (2, 0.99, 10.0), (3, 0.99, 10.0)]
+    assert "1: 99.50% / 99.70% (500, M1); 2: 99.00% / 99.10% (10, M1)" in (out / "results.md").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy.json", "results.md"]  # no staging file left
+
+
 def test_serve_load_counts_a_5xx_or_a_bad_prediction_as_a_broken_guarantee():
     serve_load = load_script("serve_load")
     bad, valid = serve_load.Body(b"not json"), serve_load.Body(b"", labels=np.array([7, 1]))
