@@ -36,7 +36,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import report_md  # noqa: E402 - benchmarks/ is a folder of scripts, not a package
 
+from mnist_pipeline import signals  # noqa: E402
 from mnist_pipeline.atomic import atomic_file  # noqa: E402
+from mnist_pipeline.errors import Terminated  # noqa: E402
 
 
 def run_seed(overrides: list[str], seed: int, workdir: Path) -> dict:
@@ -144,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (ROOT / "data" / "prepared" / "test.npz").is_file():
         raise SystemExit("data/prepared/ not found: run `dvc repro prepare` first")
 
-    with tempfile.TemporaryDirectory(prefix="mnist-accuracy-") as tmp:
+    # SIGTERM raises inside the block: subprocess.run kills the training it waits for, the folder goes
+    with signals.handled(), tempfile.TemporaryDirectory(prefix="mnist-accuracy-") as tmp:
         runs = []
         for seed in args.seeds:
             runs.append({**run_seed(args.overrides, seed, Path(tmp)), "machine": report_md.machine()})
@@ -186,4 +189,7 @@ def store_runs(out: Path, name: str, overrides: list[str], choice: str | None, r
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Terminated:
+        sys.exit("stopped by SIGTERM: the training in progress was killed; seeds scored before it are stored")
