@@ -191,5 +191,5 @@ def store_runs(out: Path, name: str, overrides: list[str], choice: str | None, r
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except Terminated:
-        sys.exit("stopped by SIGTERM: the training in progress was killed; seeds scored before it are stored")
+    except (Terminated, KeyboardInterrupt):
+        sys.exit("stopped: the training in progress was killed; seeds scored before it are stored")
