@@ -111,6 +111,19 @@ def first_metric_logged(db, timeout=300):
     pytest.fail(f"no epoch was logged to {db} within {timeout} s")
 
 
+def overwrite_between_transactions(db, data: bytes) -> None:
+    """Overwrite the start of an SQLite file while holding its exclusive lock. Unlocked, the garbage can land
+    while the trainer is mid-transaction; its commit then writes its cached first page back over it and the
+    store is whole again (the trainer finished all its epochs in one CI run)."""
+    lock = sqlite3.connect(db, timeout=60, isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")  # waits for the writer's transaction to end
+        with open(db, "r+b") as f:
+            f.write(data)
+    finally:
+        lock.close()  # nothing changed through this connection: closing writes nothing
+
+
 def test_a_store_that_breaks_mid_training_is_reported_in_one_line(tmp_path, small_prepared):
     """The store file is overwritten with garbage after the first epoch: the next epoch's logging fails and
     the stage says so in one line, with no traceback and no output folder."""
@@ -119,8 +132,7 @@ def test_a_store_that_breaks_mid_training_is_reported_in_one_line(tmp_path, smal
     process = start_training(tmp_path, small_prepared, uri, "victim", "trainer.epochs=500")
     try:
         first_metric_logged(db)
-        with open(db, "r+b") as f:
-            f.write(b"garbage!" * 512)
+        overwrite_between_transactions(db, b"garbage!" * 512)
         _, stderr = finish([process], timeout=600)[0]
     finally:
         finish([process], timeout=1)
