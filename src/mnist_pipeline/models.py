@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from mnist_pipeline.batchnorm import batch_normalization
+
 Shape = Sequence[int]  # (rows, cols, 1)
 
 
@@ -63,24 +65,26 @@ def convnet(name: str, conv: Sequence[dict], dense: Sequence[int], padding: str 
 
 
 def bn_convnet(name: str, stages: Sequence[Sequence[dict]], dense: Sequence[int] = (), dropout: float = 0.0,
-               input_norm: str = "none", *, input_shape: Shape, num_classes: int) -> keras.Model:
+               input_norm: str = "none", fused_batchnorm: bool = True, *, input_shape: Shape,
+               num_classes: int) -> keras.Model:
     """Stages of [Conv2D -> BatchNorm -> ReLU]*, Dropout after each stage -> Flatten -> [Dense -> BatchNorm ->
     ReLU -> Dropout]* -> Dense(classes): the batch-normalized CNNs (the flagship and the fast preset).
 
     A conv is {filters, kernel, strides (1), padding ("same")}; a strided conv downsamples instead of a
-    max-pool. Convs carry no bias: the BatchNorm after each has its own shift.
+    max-pool. Convs carry no bias: the BatchNorm after each has its own shift. `fused_batchnorm`: train the
+    convs' BatchNorm with TensorFlow's fused op (batchnorm.py); the saved model has Keras' own layer either way.
     """
     stack = _input_layers(input_shape, input_norm)
     for stage in stages:
         for conv in stage:
             stack += [layers.Conv2D(conv["filters"], conv["kernel"], strides=conv.get("strides", 1),
                                     padding=conv.get("padding", "same"), use_bias=False),
-                      layers.BatchNormalization(), layers.ReLU()]
+                      batch_normalization(fused_batchnorm), layers.ReLU()]
         if dropout > 0:
             stack.append(layers.Dropout(dropout))
     stack.append(layers.Flatten())
     for units in dense:
-        stack += [layers.Dense(units, use_bias=False), layers.BatchNormalization(), layers.ReLU()]
+        stack += [layers.Dense(units, use_bias=False), layers.BatchNormalization(), layers.ReLU()]  # 2-D: not fused
         if dropout > 0:
             stack.append(layers.Dropout(dropout))
     stack.append(output_layer(num_classes))

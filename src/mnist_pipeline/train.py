@@ -233,7 +233,7 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
             }
             curves = plots.training_curves(record["history"], staging / "training_curves.png", title=cfg.variant)
             runs.log_file(curves)
-            model = training.float32_copy(model, build)
+            model = training.export_copy(model, build)
             model_uri = logged_models.log_keras_model(model, x_val[:1], step=best.best_epoch or 0,
                                                       metadata=dataset.as_metadata())
             model.save(staging / "model.keras")

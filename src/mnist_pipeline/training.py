@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_pipeline import augment
+from mnist_pipeline import augment, batchnorm
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 1024  # inference batch for validation: larger is faster and does not change the result
@@ -93,15 +93,16 @@ def configure_runtime(trainer: Mapping, jobs: int = 1) -> str:
     return precision
 
 
-def float32_copy(model: keras.Model, build: Callable[[], keras.Model]) -> keras.Model:
-    """The same trained weights in a float32 model (variables are float32 under mixed precision too), so
-    the saved and served model computes in float32 on any CPU."""
-    if keras.config.dtype_policy().name == "float32" and model.dtype_policy.name == "float32":
-        return model
-    keras.config.set_dtype_policy("float32")
-    copy = build()
-    copy.set_weights(model.get_weights())
-    return copy
+def export_copy(model: keras.Model, build: Callable[[], keras.Model]) -> keras.Model:
+    """The same trained weights in the model that is saved and served: float32 (variables are float32 under
+    mixed precision too), so it computes in float32 on any CPU, and with Keras' own layers only
+    (batchnorm.standard_copy), so it loads without this package."""
+    if keras.config.dtype_policy().name != "float32" or model.dtype_policy.name != "float32":
+        keras.config.set_dtype_policy("float32")
+        copy = build()
+        copy.set_weights(model.get_weights())
+        model = copy
+    return batchnorm.standard_copy(model)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

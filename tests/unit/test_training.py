@@ -34,7 +34,7 @@ def test_resolve_precision_rejects_unknown():
         training.resolve_precision("float16", set())
 
 
-def test_float32_copy_of_a_mixed_precision_model():
+def test_export_copy_of_a_mixed_precision_model_is_float32():
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         def build():
@@ -43,7 +43,7 @@ def test_float32_copy_of_a_mixed_precision_model():
 
         mixed = build()
         assert mixed.layers[0].compute_dtype == "bfloat16" and mixed.layers[-1].compute_dtype == "float32"
-        copy = training.float32_copy(mixed, build)
+        copy = training.export_copy(mixed, build)
     finally:
         keras.config.set_dtype_policy("float32")
     assert all(layer.compute_dtype == "float32" for layer in copy.layers)
