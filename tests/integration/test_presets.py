@@ -4,6 +4,7 @@ Their accuracy and speed are measured by benchmarks/accuracy.py (benchmarks/resu
 """
 
 import json
+import zipfile
 
 import pytest
 from omegaconf import OmegaConf
@@ -20,7 +21,7 @@ PRESETS = {  # preset: (model, augment)
 }
 # Pinned: the settings benchmarks/results.md measured each preset with (chosen there on validation).
 MEASURED = {
-    "best": {"optimizer.lr": 0.004, "trainer.epochs": 17, "model.dropout": 0.25},
+    "best": {"optimizer.lr": 0.004, "trainer.epochs": 24, "model.dropout": 0.25, "model.fused_batchnorm": True},
     "fast": {"optimizer.lr": 0.004, "trainer.epochs": 4},
     "sprint": {"optimizer.lr": 0.012, "trainer.epochs": 2, "trainer.batch_size": 64},
 }
@@ -45,3 +46,8 @@ def test_preset_composes_and_trains_one_epoch(preset, expected, tmp_path, small_
     assert run.data.tags["precision"] == training.resolve_precision("auto")
     assert run.data.params["trainer.epochs"] == "1"  # the command line beats the preset
     assert run.data.params["optimizer.lr"] == str(cfg.optimizer.lr)
+    # trained with the fused batch norm where the model has it, saved with Keras' own layer (batchnorm.py)
+    saved = zipfile.ZipFile(tmp_path / "out" / "model.keras").read("config.json").decode()
+    assert "FusedBatchNormalization" not in saved and "mnist_pipeline" not in saved
+    assert ('"class_name": "BatchNormalization"' in saved) == (expected[0] == "bn_cnn")
+    assert run.data.params.get("model.fused_batchnorm") == ("true" if expected[0] == "bn_cnn" else None)
