@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import sqlalchemy
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -37,17 +38,35 @@ def split_dataset(info: DatasetInfo, prepared_dir: Path, split: str, x: np.ndarr
                                       digest=info.sha256[:DIGEST_LENGTH])
 
 
+def _inserted_by_another_writer(exc: Exception) -> bool:
+    return isinstance(exc, mlflow.exceptions.MlflowException) and isinstance(exc.__cause__,
+                                                                            sqlalchemy.exc.IntegrityError)
+
+
+def _once_more_after_a_race(log) -> None:
+    """MLflow's SQL store looks for the dataset row, then inserts it: two runs logging the same new dataset
+    at once (two search workers) both insert, and the later one fails its unique constraint and rolls back.
+    Logging again then finds the row the other writer committed."""
+    try:
+        log()
+    except mlflow.exceptions.MlflowException as exc:
+        if not _inserted_by_another_writer(exc):
+            raise
+        log()
+
+
 @guarded("logging the datasets")
 def log_splits(info: DatasetInfo, prepared_dir: Path, splits: Splits) -> None:
     """Log each split as an input of the active run."""
     for split, (x, y) in splits.items():
-        mlflow.log_input(split_dataset(info, prepared_dir, split, x, y), context=CONTEXTS[split])
+        dataset = split_dataset(info, prepared_dir, split, x, y)
+        _once_more_after_a_race(lambda: mlflow.log_input(dataset, context=CONTEXTS[split]))
 
 
 @guarded("logging the datasets")
 def log_splits_to_run(run_id: str, info: DatasetInfo, prepared_dir: Path, splits: Splits) -> None:
     """The same for an ended run (evaluate adds the test split to its training run without reopening it)."""
-    MlflowClient().log_inputs(run_id, datasets=[
-        DatasetInput(split_dataset(info, prepared_dir, split, x, y)._to_mlflow_entity(),
-                     tags=[InputTag(MLFLOW_DATASET_CONTEXT, CONTEXTS[split])])
-        for split, (x, y) in splits.items()])
+    inputs = [DatasetInput(split_dataset(info, prepared_dir, split, x, y)._to_mlflow_entity(),
+                           tags=[InputTag(MLFLOW_DATASET_CONTEXT, CONTEXTS[split])])
+              for split, (x, y) in splits.items()]
+    _once_more_after_a_race(lambda: MlflowClient().log_inputs(run_id, datasets=inputs))
