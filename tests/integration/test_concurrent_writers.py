@@ -142,3 +142,44 @@ def test_a_store_that_breaks_mid_training_is_reported_in_one_line(tmp_path, smal
     assert "the file is not an SQLite database (corrupt?)" in last or "database disk image is malformed" in last, last
     assert "Traceback" not in stderr
     assert not (tmp_path / "victim").exists()
+
+
+LOG_SAME_DATASET = """
+import sys, time
+import mlflow, numpy as np
+from pathlib import Path
+from types import SimpleNamespace
+from mnist_pipeline.tracking import datasets
+mlflow.set_tracking_uri(sys.argv[1]); mlflow.set_experiment("race")
+x, y = np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, np.uint8)
+info = SimpleNamespace(name="mnist", sha256="ab" * 32)  # what log_splits reads of a DatasetInfo
+with mlflow.start_run():
+    while time.time() < float(sys.argv[2]):
+        time.sleep(0.001)
+    datasets.log_splits(info, Path(sys.argv[3]), {"train": (x, y), "val": (x, y)})
+"""
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_two_runs_logging_the_same_new_dataset_at_once_both_get_it(tmp_path, round_):
+    """MLflow's SQL store checks for a dataset row, then inserts it: two writers at the same moment both
+    insert (without datasets._once_more_after_a_race, one of the two fails in nearly every round)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    subprocess.run([sys.executable, "-c", f"import mlflow; mlflow.set_tracking_uri({uri!r}); "
+                    "mlflow.set_experiment('race')"], cwd=REPO, check=True, capture_output=True, timeout=120)
+    start = time.time() + 8  # both processes have imported MLflow and opened their run by then
+    writers = [subprocess.Popen([sys.executable, "-c", LOG_SAME_DATASET, uri, str(start), str(tmp_path)], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        results = [(w.wait(timeout=120), w.stderr.read()) for w in writers]
+    finally:
+        for w in writers:
+            w.kill()
+    assert [rc for rc, _ in results] == [0, 0], [err[-1500:] for _, err in results]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert len(runs) == 2
+    for run in runs:
+        assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == ["mnist-train", "mnist-val"]
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM datasets").fetchone()[0] == 2  # one row per split, shared
