@@ -38,11 +38,6 @@ def split_dataset(info: DatasetInfo, prepared_dir: Path, split: str, x: np.ndarr
                                       digest=info.sha256[:DIGEST_LENGTH])
 
 
-def _inserted_by_another_writer(exc: Exception) -> bool:
-    return isinstance(exc, mlflow.exceptions.MlflowException) and isinstance(exc.__cause__,
-                                                                            sqlalchemy.exc.IntegrityError)
-
-
 def _once_more_after_a_race(log) -> None:
     """MLflow's SQL store looks for the dataset row, then inserts it: two runs logging the same new dataset
     at once (two search workers) both insert, and the later one fails its unique constraint and rolls back.
@@ -50,7 +45,7 @@ def _once_more_after_a_race(log) -> None:
     try:
         log()
     except mlflow.exceptions.MlflowException as exc:
-        if not _inserted_by_another_writer(exc):
+        if not isinstance(exc.__cause__, sqlalchemy.exc.IntegrityError):  # not another writer's row
             raise
         log()
 
