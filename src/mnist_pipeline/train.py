@@ -44,6 +44,7 @@ def check_settings(cfg: DictConfig) -> None:
     validate.boolean(cfg, "trainer.deterministic")
     validate.choice(cfg, "trainer.precision", training.PRECISIONS)
     validate.integer(cfg, "trainer.steps_per_execution", minimum=1)
+    validate.number(cfg, "trainer.label_smoothing", at_least=0.0, below=1.0)
     validate.integer(cfg, "trainer.threads.intra_op", minimum=0)
     validate.integer(cfg, "trainer.threads.inter_op", minimum=0)
     validate.boolean(cfg, "trainer.early_stopping.enabled")
@@ -151,7 +152,8 @@ def prepare_fit(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray, num_c
         return build_model(cfg.model, x_train.shape[1:], num_classes)
 
     steps = cfg.trainer.epochs * training.steps_per_epoch(len(x_train), cfg.trainer.batch_size)
-    model = training.compile_model(build(), cfg.optimizer, cfg.trainer.steps_per_execution, total_steps=steps)
+    model = training.compile_model(build(), cfg.optimizer, cfg.trainer.steps_per_execution, total_steps=steps,
+                                   label_smoothing=cfg.trainer.label_smoothing)
     dataset = training.train_dataset(x_train, y_train, cfg.trainer, augment_settings(cfg),
                                      range(first_epoch, cfg.trainer.epochs))
     return model, dataset, build

@@ -95,14 +95,13 @@ def configure_runtime(trainer: Mapping, jobs: int = 1) -> str:
 
 def export_copy(model: keras.Model, build: Callable[[], keras.Model]) -> keras.Model:
     """The same trained weights in the model that is saved and served: float32 (variables are float32 under
-    mixed precision too), so it computes in float32 on any CPU, and with Keras' own layers only
-    (batchnorm.standard_copy), so it loads without this package."""
-    if keras.config.dtype_policy().name != "float32" or model.dtype_policy.name != "float32":
-        keras.config.set_dtype_policy("float32")
-        copy = build()
-        copy.set_weights(model.get_weights())
-        model = copy
-    return batchnorm.standard_copy(model)
+    mixed precision too), so it computes in float32 on any CPU, with Keras' own layers only
+    (batchnorm.standard_copy), and without the training's compile state (optimizer, loss: a smoothed loss is
+    a local function), so it loads without this package, compiled or not."""
+    keras.config.set_dtype_policy("float32")
+    copy = build()
+    copy.set_weights(model.get_weights())
+    return batchnorm.standard_copy(copy)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -200,14 +199,29 @@ def make_optimizer(cfg: Mapping, total_steps: int = 1) -> keras.optimizers.Optim
     raise ValueError(f"unknown optimizer {cfg['name']!r}")
 
 
+def crossentropy(label_smoothing: float = 0.0):
+    """The loss on integer labels. With `label_smoothing` > 0 the target puts 1 - s + s/classes on the true
+    class and s/classes on every other one (Keras 3's sparse loss has no such argument, so the labels are
+    one-hot encoded inside the loss; the input pipeline stays integer)."""
+    if not label_smoothing:
+        return "sparse_categorical_crossentropy"
+
+    def smoothed_crossentropy(y_true, y_pred):
+        labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
+        target = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(target, y_pred, label_smoothing=label_smoothing)
+
+    return smoothed_crossentropy
+
+
 def compile_model(model: keras.Model, optimizer_cfg: Mapping, steps_per_execution: int = 1,
-                  total_steps: int = 1) -> keras.Model:
+                  total_steps: int = 1, label_smoothing: float = 0.0) -> keras.Model:
     """`total_steps` (batches over the whole training) shapes a learning-rate schedule; `steps_per_execution`
     > 1 runs that many batches per call into TensorFlow, saving the Python overhead of each step
     (epoch-level callbacks and metrics are unchanged)."""
     model.compile(
         optimizer=make_optimizer(optimizer_cfg, total_steps),
-        loss="sparse_categorical_crossentropy",
+        loss=crossentropy(label_smoothing),
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )

@@ -152,6 +152,7 @@ def test_same_seed_is_identical_other_seed_differs(tmp_path, small_prepared):
         ("optimizer.lr=0", "error: optimizer.lr: must be > 0.0, got 0"),
         ("augment.zoom=1.5", "error: augment.zoom: must be < 1.0, got 1.5"),
         ("optimizer.ema_momentum=1.0", "error: optimizer.ema_momentum: must be < 1.0, got 1.0"),
+        ("trainer.label_smoothing=1", "error: trainer.label_smoothing: must be < 1.0, got 1"),
         ("model=nope", "Could not find 'model/nope'"),
     ],
 )
