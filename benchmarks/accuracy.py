@@ -11,7 +11,9 @@ the sum of the per-epoch wall times the run recorded (model.fit's epochs, valida
 The test set only reports. Setups that compete for one setting carry `--choice "<setting>=<candidate>"`;
 a candidate may span several rows (e.g. one learning rate on three architectures). The candidate with the
 highest mean validation accuracy over all its runs is chosen, and test accuracy is shown for the rows of
-chosen candidates and of rows that compete for nothing, never for the others.
+chosen candidates and of rows that compete for nothing, never for the others. A row run with
+`--max-train-seconds S` (a setting with a time budget, e.g. the flagship's 10 minutes) puts its candidate out
+of the choice if any of its seeds trained longer than S.
 
 Stores the runs in benchmarks/accuracy.json under the name, each seed as soon as it is scored (so a run
 stopped after seed 1 keeps seed 1): a rerun with the same overrides adds or replaces only the seeds given (so
@@ -80,17 +82,24 @@ def machine_key(m: dict) -> str:
 
 
 def choices(entries: dict) -> dict[str, dict]:
-    """Per setting: each candidate's mean validation accuracy over all its runs, and the chosen one."""
+    """Per setting: each candidate's mean validation accuracy over all its runs, the candidates with a seed over
+    their time budget (out of the choice), and the chosen one (None if every candidate is over)."""
     groups: dict[str, dict[str, list[float]]] = {}
+    over: dict[str, set[str]] = {}
     for entry in entries.values():
         if entry.get("choice"):
             setting, candidate = entry["choice"]
             groups.setdefault(setting, {}).setdefault(candidate, []).extend(r["val_accuracy"] for r in entry["runs"])
+            budget = entry.get("max_train_seconds")
+            if budget is not None and any(r["train_seconds"] > budget for r in entry["runs"]):
+                over.setdefault(setting, set()).add(candidate)
     decided = {}
     for setting, cands in groups.items():
         means = {c: statistics.mean(v) for c, v in cands.items()}
+        within = [c for c in means if c not in over.get(setting, set())]
         decided[setting] = {"val": means, "runs": {c: len(v) for c, v in cands.items()},
-                            "chosen": max(means, key=means.get)}
+                            "over_budget": sorted(over.get(setting, set())),
+                            "chosen": max(within, key=means.get) if within else None}
     return decided
 
 
@@ -127,8 +136,10 @@ def markdown(entries: dict) -> str:
         lines += ["", "Settings chosen on validation (mean validation accuracy over every run of the candidate):", "",
                   "| setting | candidate: mean val accuracy (runs) | chosen |", "|---|---|---|"]
         for setting, d in decided.items():
-            cands = "; ".join(f"{c}: {100 * v:.3f}% ({d['runs'][c]})" for c, v in d["val"].items())
-            lines.append(f"| {setting} | {cands} | **{d['chosen']}** |")
+            cands = "; ".join(f"{c}: {100 * v:.3f}% ({d['runs'][c]}"
+                              f"{', over its time budget' if c in d['over_budget'] else ''})"
+                              for c, v in d["val"].items())
+            lines.append(f"| {setting} | {cands} | **{d['chosen'] or 'none within its budget'}** |")
     return "\n".join(lines) + "\n"
 
 
@@ -139,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
     parser.add_argument("--choice", metavar="SETTING=CANDIDATE",
                         help="this row is CANDIDATE for SETTING; settings are chosen on validation accuracy")
+    parser.add_argument("--max-train-seconds", type=float, metavar="S",
+                        help="the setting's time budget: a seed training longer puts the candidate out of the choice")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train stage (after --)")
     args = parser.parse_args(argv)
     if args.choice is not None and "=" not in args.choice:
@@ -155,12 +168,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"test accuracy {runs[-1]['test_accuracy']:.4f}, "
                   f"training {runs[-1]['train_seconds']:.1f} s", flush=True)
             # stored seed by seed: a run stopped after seed 1 keeps seed 1 (and every seed stored before)
-            table = store_runs(args.out, args.name, args.overrides, args.choice, runs)
+            table = store_runs(args.out, args.name, args.overrides, args.choice, runs, args.max_train_seconds)
     print(table)
     return 0
 
 
-def store_runs(out: Path, name: str, overrides: list[str], choice: str | None, runs: list[dict]) -> str:
+def store_runs(out: Path, name: str, overrides: list[str], choice: str | None, runs: list[dict],
+               max_train_seconds: float | None = None) -> str:
     """Puts `runs` into out/accuracy.json under `name`, rewrites the accuracy section of out/results.md and
     returns its table. With the same overrides, runs of other seeds stored earlier are kept; other overrides
     replace the entry."""
@@ -180,6 +194,10 @@ def store_runs(out: Path, name: str, overrides: list[str], choice: str | None, r
         entries[name]["choice"] = [part.strip() for part in choice.split("=", 1)]
     elif "choice" in previous and same:
         entries[name]["choice"] = previous["choice"]
+    if max_train_seconds is not None:
+        entries[name]["max_train_seconds"] = max_train_seconds
+    elif "max_train_seconds" in previous and same:
+        entries[name]["max_train_seconds"] = previous["max_train_seconds"]
     out.mkdir(parents=True, exist_ok=True)
     with atomic_file(store) as f:  # never half a store: it holds hours of training
         f.write((json.dumps({"entries": entries}, indent=2) + "\n").encode())

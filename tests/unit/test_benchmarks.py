@@ -72,6 +72,27 @@ def test_accuracy_table_chooses_on_validation_and_shows_test_only_for_the_choice
     assert "| lr | 4e-3: 98.500% (2); 2e-3: 98.450% (2) | **4e-3** |" in table
 
 
+def test_accuracy_candidate_with_a_seed_over_its_time_budget_is_out_of_the_choice():
+    accuracy = load_script("accuracy")
+    budget = {"choice": ["flagship", "long"], "max_train_seconds": 600}
+    entries = {
+        "short": {"overrides": ["e=1"], "choice": ["flagship", "short"], "max_train_seconds": 600,
+                  "runs": [_run(1, 0.990, 0.980, 590, AMD), _run(2, 0.990, 0.980, 600, AMD)]},
+        "long": {"overrides": ["e=2"], **budget,
+                 "runs": [_run(1, 0.995, 0.999, 580, AMD), _run(2, 0.995, 0.999, 601, AMD)]},
+    }
+    d = accuracy.choices(entries)["flagship"]
+    assert (d["chosen"], d["over_budget"]) == ("short", ["long"])
+    table = accuracy.markdown(entries)
+    assert "| long | `e=2` | 1: 99.50% / - (580, M1); 2: 99.50% / - (601, M1) | 99.50% | not chosen | 590 |" in table
+    assert "| flagship | short: 99.000% (2); long: 99.500% (2, over its time budget) | **short** |" in table
+    # every candidate over: nothing chosen, no test figure shown
+    entries["short"]["runs"][1]["train_seconds"] = 650
+    assert accuracy.choices(entries)["flagship"]["chosen"] is None
+    assert "99.90%" not in accuracy.markdown(entries) and "98.00%" not in accuracy.markdown(entries)
+    assert "**none within its budget**" in accuracy.markdown(entries)
+
+
 def test_accuracy_choice_needs_a_setting_and_a_candidate(capsys):
     accuracy = load_script("accuracy")
     with pytest.raises(SystemExit) as exc:
