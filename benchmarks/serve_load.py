@@ -2,13 +2,16 @@
 
     python benchmarks/serve_load.py                        # trains a 1-epoch model, 2,000 requests, 8 clients
     python benchmarks/serve_load.py --max-body-mib 4       # the same behind nginx with client_max_body_size 4m
+    python benchmarks/serve_load.py --threaded             # predictions in MLflow's threads, at once (the baseline)
     MLFLOW_TRACKING_URI=sqlite:///$PWD/mlruns/mlflow.db \
         python benchmarks/serve_load.py --model-uri models:/mnist-classifier@champion
 
 The model: --model-uri from MLFLOW_TRACKING_URI's store, else `python -m mnist_pipeline.train experiment=fast
 trainer.epochs=1` into a throwaway store. Images: data/prepared (else prepared from $MNIST_MIRROR into a
 temporary folder). The server: `mlflow models serve --env-manager local` on a free 127.0.0.1 port
-(tests/helpers.py::model_server, stopped by its PID's process group whatever happens). Every request is a
+(tests/helpers.py::model_server, stopped by its PID's process group whatever happens), as the README runs it:
+predictions one at a time (mnist_pipeline.serving); --threaded serves with uvicorn's own loop instead, where
+MLflow predicts concurrent requests in concurrent threads. Every request is a
 POST /invocations of one of KINDS, drawn with --seed; each client keeps one connection and sends its next
 request when the last is answered. Guarantees checked (exit status 1 and `passed: false` otherwise): every
 valid request gets 200 with (n, 10) probabilities summing to 1, every other request a 4xx, no 5xx, no
@@ -384,6 +387,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model-uri", help="serve this model of MLFLOW_TRACKING_URI's store (an absolute URI; "
                         "default: the project's mlruns/mlflow.db) instead of training one")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "prepared")
+    parser.add_argument("--threaded", action="store_true", help="uvicorn's own event loop: MLflow predicts "
+                        "concurrent requests in concurrent threads (Keras' predict is not thread-safe)")
     args = parser.parse_args(argv)
     if args.max_body_mib is not None and not 0 < args.max_body_mib < args.oversized_mib:
         sys.exit("--max-body-mib must be above 0 and below --oversized-mib")
@@ -401,7 +406,8 @@ def main(argv: list[str]) -> int:
         test = np.load(prepared / "test.npz")
         payloads = bodies(test["x"], test["y"], args.oversized_mib, args.max_body_mib is not None,
                           np.random.default_rng(args.seed))
-        with model_server(model_uri, tracking_uri, scratch) as direct:
+        loop = {"UVICORN_LOOP": "auto"} if args.threaded else None  # else serving.ENV, model_server's default
+        with model_server(model_uri, tracking_uri, scratch, loop) as direct:
             pid = server_pid(direct)
             proxy = nginx(direct, args.max_body_mib, scratch) if args.max_body_mib else nullcontext(direct)
             with proxy as port:
@@ -410,18 +416,20 @@ def main(argv: list[str]) -> int:
     setup = ("`mlflow models serve` behind nginx (`client_max_body_size "
              f"{args.max_body_mib:g}m`)" if args.max_body_mib else "`mlflow models serve` directly (no size limit)")
     key = "direct" if args.max_body_mib is None else f"nginx client_max_body_size {args.max_body_mib:g}m"
+    if args.threaded:
+        setup, key = f"{setup}, predicting in MLflow's concurrent threads", f"{key}, threaded"
     command = "python benchmarks/serve_load.py" + "".join(
         f" --{name.replace('_', '-')} {value:g}" if isinstance(value, float) else f" --{name.replace('_', '-')} {value}"
         for name, default in [("requests", 2000), ("clients", 8), ("seed", 0), ("oversized_mib", 8.0),
                               ("max_body_mib", None), ("model_uri", None)]
-        if (value := getattr(args, name)) != default)
+        if (value := getattr(args, name)) != default) + (" --threaded" if args.threaded else "")
     out = ROOT / "benchmarks" / "serve_load.json"
     saved = json.loads(out.read_text()) if out.is_file() else {}
     saved[key] = {"machine": report_md.machine(), "command": command, "model_uri": model_uri,
                   "oversized_mib": args.oversized_mib, "max_body_mib": args.max_body_mib, **load}
     out.write_text(json.dumps(saved, indent=2) + "\n")
-    report_md.publish("serve load" + ("" if args.max_body_mib is None else " nginx"),
-                      markdown(setup, load, command))
+    section = "serve load" + ("" if args.max_body_mib is None else " nginx") + (" threaded" if args.threaded else "")
+    report_md.publish(section, markdown(setup, load, command))
     return 0 if load["passed"] else 1
 
 

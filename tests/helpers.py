@@ -76,8 +76,9 @@ def run_dvc(repo: Path, *args: str, env: dict | None = None):
 @contextmanager
 def model_server(model_uri: str, tracking_uri: str, cwd: Path, extra_env: dict | None = None,
                  timeout: float = 180) -> Iterator[int]:
-    """`mlflow models serve` on a free 127.0.0.1 port, answering /ping; yields the port. Stopped with its whole
-    process group (uvicorn workers) whatever happens."""
+    """`mlflow models serve` on a free 127.0.0.1 port, answering /ping, as the README runs it (predictions one at
+    a time: mnist_pipeline.serving); yields the port. Stopped with its whole process group (uvicorn workers)
+    whatever happens."""
     import os
     import signal
     import subprocess
@@ -85,11 +86,12 @@ def model_server(model_uri: str, tracking_uri: str, cwd: Path, extra_env: dict |
     import time
     import urllib.request
 
+    from mnist_pipeline import serving
     from mnist_pipeline.postgres import free_port
 
     bindir = Path(sys.executable).parent
     port, log = free_port(), cwd / "serve.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, **(extra_env or {}),
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, **serving.ENV, **(extra_env or {}),
            "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}  # the CLI starts `uvicorn` from PATH
     with log.open("w") as out:
         server = subprocess.Popen(

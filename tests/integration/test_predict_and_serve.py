@@ -158,6 +158,9 @@ def post(port: int, body: bytes) -> tuple[int, dict | str]:
 def test_serve_champion(champion, tmp_path):
     good, label = readme_payload(champion.test_npz.parent, tmp_path), champion.first_label
     with model_server("models:/mnist-classifier@champion", champion.tracking_uri, tmp_path) as port:
+        # uvicorn took the loop of mnist_pipeline.serving: concurrent requests never predict at once.
+        assert "predictions run one at a time (mnist_pipeline.serving:one_prediction_at_a_time)" in (
+            tmp_path / "serve.log").read_text()
         status, body = post(port, good)
         assert status == 200, body
         assert set(body) == {"predictions"} and np.shape(body["predictions"]) == (1, 10)

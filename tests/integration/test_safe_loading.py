@@ -113,11 +113,12 @@ def test_predict_refuses_a_logged_model_with_code(logged_lambda, tmp_path):
 def test_the_serving_path_refuses_it_too(logged_lambda, tmp_path):
     """`mlflow models serve` (the README's serving command) loads in Keras' default safe mode: it exits
     with Keras' refusal instead of serving the model."""
+    from mnist_pipeline import serving
     from mnist_pipeline.postgres import free_port
 
     uri, model_uri, _ = logged_lambda
     bindir = Path(sys.executable).parent
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+    env = {**os.environ, **serving.ENV, "MLFLOW_TRACKING_URI": uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
            "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
     log = tmp_path / "serve.log"
     with log.open("w") as out:
