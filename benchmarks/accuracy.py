@@ -13,7 +13,9 @@ a candidate may span several rows (e.g. one learning rate on three architectures
 highest mean validation accuracy over all its runs is chosen, and test accuracy is shown for the rows of
 chosen candidates and of rows that compete for nothing, never for the others. A row run with
 `--max-train-seconds S` (a setting with a time budget, e.g. the flagship's 10 minutes) puts its candidate out
-of the choice if any of its seeds trained longer than S.
+of the choice if any of its seeds trained longer than S. A candidate run on fewer seeds than the most-run
+candidate of its setting is a screen (a first seed that did not validate well enough to run the others),
+not chosen.
 
 Stores the runs in benchmarks/accuracy.json under the name, each seed as soon as it is scored (so a run
 stopped after seed 1 keeps seed 1): a rerun with the same overrides adds or replaces only the seeds given (so
@@ -83,7 +85,8 @@ def machine_key(m: dict) -> str:
 
 def choices(entries: dict) -> dict[str, dict]:
     """Per setting: each candidate's mean validation accuracy over all its runs, the candidates with a seed over
-    their time budget (out of the choice), and the chosen one (None if every candidate is over)."""
+    their time budget and those run on fewer seeds than the most-run one (screens), both out of the choice, and
+    the chosen one (None if none is left)."""
     groups: dict[str, dict[str, list[float]]] = {}
     over: dict[str, set[str]] = {}
     for entry in entries.values():
@@ -96,10 +99,11 @@ def choices(entries: dict) -> dict[str, dict]:
     decided = {}
     for setting, cands in groups.items():
         means = {c: statistics.mean(v) for c, v in cands.items()}
-        within = [c for c in means if c not in over.get(setting, set())]
-        decided[setting] = {"val": means, "runs": {c: len(v) for c, v in cands.items()},
-                            "over_budget": sorted(over.get(setting, set())),
-                            "chosen": max(within, key=means.get) if within else None}
+        runs = {c: len(v) for c, v in cands.items()}
+        screens = sorted(c for c in cands if runs[c] < max(runs.values()))
+        left = [c for c in means if c not in over.get(setting, set()) and c not in screens]
+        decided[setting] = {"val": means, "runs": runs, "over_budget": sorted(over.get(setting, set())),
+                            "screens": screens, "chosen": max(left, key=means.get) if left else None}
     return decided
 
 
@@ -136,10 +140,10 @@ def markdown(entries: dict) -> str:
         lines += ["", "Settings chosen on validation (mean validation accuracy over every run of the candidate):", "",
                   "| setting | candidate: mean val accuracy (runs) | chosen |", "|---|---|---|"]
         for setting, d in decided.items():
-            cands = "; ".join(f"{c}: {100 * v:.3f}% ({d['runs'][c]}"
+            cands = "; ".join(f"{c}: {100 * v:.3f}% ({d['runs'][c]}{', a screen' if c in d['screens'] else ''}"
                               f"{', over its time budget' if c in d['over_budget'] else ''})"
                               for c, v in d["val"].items())
-            lines.append(f"| {setting} | {cands} | **{d['chosen'] or 'none within its budget'}** |")
+            lines.append(f"| {setting} | {cands} | **{d['chosen'] or 'none'}** |")
     return "\n".join(lines) + "\n"
 
 

@@ -90,7 +90,22 @@ def test_accuracy_candidate_with_a_seed_over_its_time_budget_is_out_of_the_choic
     entries["short"]["runs"][1]["train_seconds"] = 650
     assert accuracy.choices(entries)["flagship"]["chosen"] is None
     assert "99.90%" not in accuracy.markdown(entries) and "98.00%" not in accuracy.markdown(entries)
-    assert "**none within its budget**" in accuracy.markdown(entries)
+    assert "| **none** |" in accuracy.markdown(entries)
+
+
+def test_accuracy_candidate_run_on_fewer_seeds_is_a_screen_not_a_choice():
+    """One good seed does not beat a three-seed mean: a screen stopped after seed 1 is never chosen."""
+    accuracy = load_script("accuracy")
+    entries = {
+        "preset": {"overrides": ["e=1"], "choice": ["flagship", "preset"],
+                   "runs": [_run(s, v, 0.99, 500, AMD) for s, v in [(1, 0.996), (2, 0.995), (3, 0.994)]]},
+        "screen": {"overrides": ["e=2"], "choice": ["flagship", "screen"], "runs": [_run(1, 0.997, 0.999, 500, AMD)]},
+    }
+    d = accuracy.choices(entries)["flagship"]
+    assert (d["chosen"], d["screens"]) == ("preset", ["screen"])
+    table = accuracy.markdown(entries)
+    assert "| flagship | preset: 99.500% (3); screen: 99.700% (1, a screen) | **preset** |" in table
+    assert "99.90%" not in table
 
 
 def test_accuracy_choice_needs_a_setting_and_a_candidate(capsys):
