@@ -194,14 +194,13 @@ def store_runs(out: Path, name: str, overrides: list[str], choice: str | None, r
         seeds = {r["seed"] for r in runs}
         runs = sorted([r for r in previous["runs"] if r["seed"] not in seeds] + runs, key=lambda r: r["seed"])
     entries[name] = {"overrides": overrides, "runs": runs}
-    if choice is not None:
-        entries[name]["choice"] = [part.strip() for part in choice.split("=", 1)]
-    elif "choice" in previous and same:
-        entries[name]["choice"] = previous["choice"]
-    if max_train_seconds is not None:
-        entries[name]["max_train_seconds"] = max_train_seconds
-    elif "max_train_seconds" in previous and same:
-        entries[name]["max_train_seconds"] = previous["max_train_seconds"]
+    given = {"choice": choice and [part.strip() for part in choice.split("=", 1)],
+             "max_train_seconds": max_train_seconds}
+    for key, value in given.items():  # given now, else kept from the same setup's earlier seeds
+        if value is not None:
+            entries[name][key] = value
+        elif key in previous and same:
+            entries[name][key] = previous[key]
     out.mkdir(parents=True, exist_ok=True)
     with atomic_file(store) as f:  # never half a store: it holds hours of training
         f.write((json.dumps({"entries": entries}, indent=2) + "\n").encode())
