@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+# A training that is still running when the test stops it: 500 epochs of mlp_32x32 on the small data took
+# ~35 s, short enough to finish before a slow test's signal and fail it (a CI run saw exit 0 for SIGTERM).
+UNTIL_STOPPED = 100_000
 FUZZ_COUNTS: Counter[str] = Counter()  # inputs each fuzz test ran; printed at the end of the session (conftest)
 
 

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline import training
 from mnist_pipeline.stage import CONF_DIR
 from mnist_pipeline.tracking.runs import flatten
-from tests.helpers import REPO, run_module
+from tests.helpers import REPO, UNTIL_STOPPED, run_module
 
 WRITERS = 6
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
@@ -129,7 +129,7 @@ def test_a_store_that_breaks_mid_training_is_reported_in_one_line(tmp_path, smal
     the stage says so in one line, with no traceback and no output folder."""
     db = tmp_path / "store" / "mlflow.db"
     uri = f"sqlite:///{db}"
-    process = start_training(tmp_path, small_prepared, uri, "victim", "trainer.epochs=500")
+    process = start_training(tmp_path, small_prepared, uri, "victim", f"trainer.epochs={UNTIL_STOPPED}")
     try:
         first_metric_logged(db)
         overwrite_between_transactions(db, b"garbage!" * 512)

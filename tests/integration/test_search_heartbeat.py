@@ -11,7 +11,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import REPO
+from tests.helpers import REPO, UNTIL_STOPPED
 
 
 def worker(tmp_path, name, data_dir, epochs):
@@ -23,7 +23,7 @@ def worker(tmp_path, name, data_dir, epochs):
 def test_a_killed_workers_trial_is_failed_and_run_again(tmp_path, small_prepared):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-    first = subprocess.Popen(worker(tmp_path, "w1", small_prepared, epochs=500), cwd=REPO, env=env,
+    first = subprocess.Popen(worker(tmp_path, "w1", small_prepared, epochs=UNTIL_STOPPED), cwd=REPO, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.tracking import logged_models, runs
-from tests.helpers import REPO, run_module
+from tests.helpers import REPO, UNTIL_STOPPED, run_module
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
 FAST = ("model=mlp_32x32", "trainer.batch_size=64")
@@ -198,6 +198,7 @@ def sigterm_after_first_epoch(proc, tmp_path) -> str:
             if time.monotonic() > deadline or proc.poll() is not None:
                 pytest.fail(f"no epoch was logged: {proc.communicate()[1]}")
             time.sleep(0.5)
+        assert proc.poll() is None, "training ended before the signal: it must still be running"
         proc.send_signal(signal.SIGTERM)
         return proc.communicate(timeout=120)[1]
     finally:
@@ -205,7 +206,7 @@ def sigterm_after_first_epoch(proc, tmp_path) -> str:
 
 
 def test_sigterm_leaves_run_killed(tmp_path, small_prepared):
-    args = train_args(tmp_path, small_prepared, *FAST, "trainer.epochs=500")
+    args = train_args(tmp_path, small_prepared, *FAST, f"trainer.epochs={UNTIL_STOPPED}")
     client_for(tmp_path).search_experiments()  # create the store first: two processes must not both create its tables
     proc = subprocess.Popen([sys.executable, "-m", "mnist_pipeline.train", *args], cwd=REPO,
                             env={**os.environ, **store_env(tmp_path)},
@@ -221,7 +222,8 @@ def test_sigterm_during_a_multirun_ends_parent_and_child_killed(tmp_path, small_
     """A terminated sweep: the job running ends KILLED, and so does the parent run (not FAILED)."""
     client_for(tmp_path).search_experiments()  # create the store first
     proc = subprocess.Popen([sys.executable, "-m", "mnist_pipeline.train", "-m", f"data_dir={small_prepared}",
-                             "model=mlp_32x32,dense_2x350", "trainer.epochs=500", f"hydra.sweep.dir={tmp_path / 's'}"],
+                             "model=mlp_32x32,dense_2x350", f"trainer.epochs={UNTIL_STOPPED}",
+                             f"hydra.sweep.dir={tmp_path / 's'}"],
                             cwd=REPO, env={**os.environ, **store_env(tmp_path)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stderr = sigterm_after_first_epoch(proc, tmp_path)
