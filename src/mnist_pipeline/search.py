@@ -217,6 +217,21 @@ def best_outputs(cfg: DictConfig, best: optuna.trial.FrozenTrial) -> tuple[str, 
     return command, header + yaml.safe_dump(preset, sort_keys=False)
 
 
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
+def record_best(study: optuna.Study, parent: str) -> None:
+    """The best trial so far on the study's parent run. Workers record in any order, so the metric's step
+    is how many trials had finished before the best was read: the step that has seen every trial carries
+    the final best (a step per trial number let a slow worker's stale best land on the highest step)."""
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return
+    best = study.best_trial  # read after the count: it has seen at least those trials
+    runs.update_run(parent, metrics={"best_value": best.value}, step=finished,
+                    tags={"best.trial": best.number, **{f"best.{k}": v for k, v in best.params.items()}})
+
+
 def search(cfg: DictConfig) -> dict:
     check_settings(cfg)
     uri = resolve_uri(str(cfg.storage))
@@ -230,15 +245,9 @@ def search(cfg: DictConfig) -> dict:
     runs.update_run(parent, status="RUNNING")
     log.info("study %s in %s: MLflow parent run %s", cfg.study_name, shown(uri), parent)
 
-    def record_best(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-            best = study.best_trial
-            runs.update_run(parent, metrics={"best_value": best.value}, step=trial.number,
-                            tags={"best.trial": best.number, **{f"best.{k}": v for k, v in best.params.items()}})
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the stage logs each trial itself
     study.optimize(objective_for(cfg, parent), n_trials=cfg.n_trials, timeout=cfg.timeout,
-                   callbacks=[record_best], catch=(ConfigError,))
+                   callbacks=[lambda study, trial: record_best(study, parent)], catch=(ConfigError,))
 
     states = [t.state for t in study.trials]
     counts = {s.name.lower(): states.count(s) for s in optuna.trial.TrialState if states.count(s)}
@@ -254,6 +263,7 @@ def search(cfg: DictConfig) -> dict:
                        preset=str(preset_file))
     if not any(s == optuna.trial.TrialState.RUNNING for s in
                (t.state for t in study.get_trials(deepcopy=False))):
+        record_best(study, parent)  # tags have no step: the last worker out writes the final ones
         runs.update_run(parent, status="FINISHED")  # the last worker out ends the parent run
 
     print(f"study {cfg.study_name} ({shown(uri)}): " + ", ".join(f"{n} {s}" for s, n in counts.items())

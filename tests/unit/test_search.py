@@ -79,3 +79,26 @@ def test_best_trial_becomes_a_command_and_a_preset():
 def test_storage_password_is_never_shown():
     shown = search.shown("postgresql+psycopg://mlflow:s3cret@10.0.0.5:5432/optuna")
     assert "s3cret" not in shown and shown.endswith("@10.0.0.5:5432/optuna")
+
+
+def test_the_parent_run_keeps_the_final_best_whatever_order_workers_record_in(tmp_path, monkeypatch):
+    """Two workers: trial 2 ends first and its worker records 0.855 while trial 1 still runs; trial 1 then
+    ends with 0.895. The parent's latest best_value must be 0.895 (a CI run once kept the stale 0.855 when
+    steps were trial numbers), and so must the best.* tags."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    parent = client.create_run(client.create_experiment("mnist")).info.run_id
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize")
+    trials = [study.ask({"optimizer.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2)}) for _ in range(3)]
+    study.tell(trials[0], 0.8)
+    study.tell(trials[2], 0.855)
+    search.record_best(study, parent)  # the worker of trial 2, while trial 1 runs
+    study.tell(trials[1], 0.895)
+    search.record_best(study, parent)  # the worker of trial 1
+    run = client.get_run(parent)
+    assert run.data.metrics["best_value"] == pytest.approx(0.895)
+    assert [(m.step, m.value) for m in client.get_metric_history(parent, "best_value")] == [(2, 0.855), (3, 0.895)]
+    assert run.data.tags["best.trial"] == "1"
+    assert float(run.data.tags["best.optimizer.lr"]) == trials[1].params["optimizer.lr"]
