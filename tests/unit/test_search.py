@@ -81,13 +81,17 @@ def test_storage_password_is_never_shown():
     assert "s3cret" not in shown and shown.endswith("@10.0.0.5:5432/optuna")
 
 
-def test_the_parent_run_keeps_the_final_best_whatever_order_workers_record_in(tmp_path, monkeypatch):
+def test_the_parent_run_keeps_the_final_best_whatever_order_workers_record_in(tmp_path, monkeypatch, request):
     """Two workers: trial 2 ends first and its worker records 0.855 while trial 1 still runs; trial 1 then
     ends with 0.895. The parent's latest best_value must be 0.895 (a CI run once kept the stale 0.855 when
     steps were trial numbers), and so must the best.* tags."""
+    import mlflow
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)  # a URI another test set in this process would win over the environment
+    request.addfinalizer(lambda: mlflow.set_tracking_uri(None))
     client = MlflowClient()
     parent = client.create_run(client.create_experiment("mnist")).info.run_id
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize")
