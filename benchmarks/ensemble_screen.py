@@ -1,5 +1,5 @@
 """Screen an ensemble: one train-stage setup trained once per seed, the models' predicted probabilities
-averaged, scored on validation only (a screen chooses nothing, so the test set is not looked at).
+averaged, scored on validation only (a screen chooses nothing, so no test figure is shown).
 
     python benchmarks/ensemble_screen.py --seeds 1 2 -- experiment=best trainer.epochs=12
 

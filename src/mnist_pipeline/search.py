@@ -224,11 +224,11 @@ def record_best(study: optuna.Study, parent: str) -> None:
     """The best trial so far on the study's parent run. Workers record in any order, so the metric's step
     is how many trials had finished before the best was read: the step that has seen every trial carries
     the final best (a step per trial number let a slow worker's stale best land on the highest step)."""
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+    finished = study.get_trials(deepcopy=False, states=FINISHED)
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in finished):
         return
     best = study.best_trial  # read after the count: it has seen at least those trials
-    runs.update_run(parent, metrics={"best_value": best.value}, step=finished,
+    runs.update_run(parent, metrics={"best_value": best.value}, step=len(finished),
                     tags={"best.trial": best.number, **{f"best.{k}": v for k, v in best.params.items()}})
 
 
