@@ -188,3 +188,23 @@ def test_time_to_accuracy_refuses_a_malformed_preset_spec():
     for spec in ("sprint", "sprint:1,2", "sprint:two@10", "sprint:0,1@10", ":1@10", "sprint:1@0", "sprint:1@x"):
         with pytest.raises(SystemExit, match="expected PRESET:EPOCHS"):
             tta.parse_presets([spec])
+
+
+def test_seed_noise_pools_each_setup_around_its_own_mean_and_sizes_the_seeds():
+    noise = load_script("seed_noise")
+
+    def entry(vals):
+        return {"runs": [{"val_accuracy": v, "test_accuracy": v} for v in vals]}
+
+    entries = {"best, a": entry([0.9950, 0.9952, 0.9954]),   # deviations -0.02, 0, +0.02 points
+               "best, b": entry([0.9960, 0.9964]),           # +-0.02 around a level 0.1 points higher
+               "best, c": entry([0.9900]),                   # one seed: no spread to pool
+               "fast": entry([0.98, 0.99, 1.0])}             # another prefix
+    sd, dof, names = noise.pooled_sd(entries, "best", "val_accuracy", min_seeds=2)
+    assert (round(sd, 6), dof, names) == (round((0.0016 / 3) ** 0.5, 6), 3, ["best, a", "best, b"])
+    assert noise.pooled_sd(entries, "best", "val_accuracy", min_seeds=3)[:2] == pytest.approx((0.02, 2))
+    # 2 (1.96 + 0.84)^2 = 15.70: one sd's difference needs 16 seeds per setup, two sds need 4
+    assert [noise.seeds_needed(0.033, d) for d in (0.033, 0.066)] == [16, 4]
+    assert "| validation | 0.023 | 3 | 0.019 | 16 |" in noise.markdown(entries, "best", 2, 3, [0.023])
+    with pytest.raises(SystemExit, match="no entry starting with 'best, d' has 3 or more seeds"):
+        noise.pooled_sd(entries, "best, d", "val_accuracy", min_seeds=3)
