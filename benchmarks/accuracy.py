@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import report_md  # noqa: E402 - benchmarks/ is a folder of scripts, not a package
 
-from mnist_pipeline import signals  # noqa: E402
-from mnist_pipeline.atomic import atomic_file  # noqa: E402
-from mnist_pipeline.errors import Terminated  # noqa: E402
+from mnist_pipeline.core import signals  # noqa: E402
+from mnist_pipeline.core.atomic import atomic_file  # noqa: E402
+from mnist_pipeline.core.errors import Terminated  # noqa: E402
 
 
 def run_seed(overrides: list[str], seed: int, workdir: Path) -> dict:
@@ -72,7 +72,7 @@ def _test_split():
 def test_accuracy(model_path: Path) -> float:
     import numpy as np
 
-    from mnist_pipeline.model_files import load_keras
+    from mnist_pipeline.core.model_files import load_keras
 
     x, y = _test_split()  # read once per process: time_to_accuracy.py scores many runs
     probs = load_keras(model_path).predict(x, batch_size=1024, verbose=0)

@@ -4,7 +4,7 @@
     python benchmarks/cost_growth.py --archs shallow_cnn --fractions 0.25 1 --repeats 2
 
 Needs data/prepared/ (`dvc repro prepare`). Each point is one process of throughput.py's pipeline path (a):
-`mnist_pipeline.train.prepare_fit` with conf/'s defaults, no augmentation, one warm-up epoch then
+`mnist_pipeline.ml.fit.prepare_fit` with conf/'s defaults, no augmentation, one warm-up epoch then
 `--epochs` timed ones over the first N training images. The sizes of one architecture run in a shuffled
 order per repeat, so that drift of this noisy machine does not line up with size. Writes
 benchmarks/cost_growth.json, benchmarks/cost_growth.png and prints the markdown table for results.md.

@@ -21,9 +21,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from accuracy import run_seed  # noqa: E402 - benchmarks/ is a folder of scripts, not a package
 
-from mnist_pipeline import ensemble, signals  # noqa: E402
+from mnist_pipeline.evaluation import ensemble
+from mnist_pipeline.core import signals  # noqa: E402
 from mnist_pipeline.data.prepared import load_split  # noqa: E402
-from mnist_pipeline.model_files import load_keras  # noqa: E402
+from mnist_pipeline.core.model_files import load_keras  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

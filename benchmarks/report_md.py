@@ -17,7 +17,7 @@ def machine() -> dict:
     import keras
     import tensorflow as tf
 
-    from mnist_pipeline.training import BF16_CPU_FLAGS, cpu_flags
+    from mnist_pipeline.ml.runtime import BF16_CPU_FLAGS, cpu_flags
 
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"(?m)^model name\s*:\s*(.*)$", cpuinfo)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import report_md  # noqa: E402 - benchmarks/ is a folder of scripts, not a package
 
-STUDY = ["search=quick", "~search.params",
+STUDY = ["space=quick", "~search.params",
          "+search.params={optimizer.lr: {type: float, low: 1e-5, high: 1e-1, log: true}}",
          "search.train=['model=mlp_32x32','trainer.epochs=2','trainer.batch_size=64']",
          "~search.pruner", "+search.pruner={_target_: optuna.pruners.NopPruner}"]

@@ -254,7 +254,7 @@ def probe_known_500(port: int) -> dict[str, int | None]:
 def nginx(upstream: int, max_body_mib: float, scratch: Path):
     """nginx on a free 127.0.0.1 port in front of `upstream`, refusing bodies over max_body_mib with 413;
     yields its port, stopped by its PID whatever happens."""
-    from mnist_pipeline.postgres import free_port
+    from mnist_pipeline.team.postgres import free_port
 
     exe = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     if exe is None:

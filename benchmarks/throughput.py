@@ -10,7 +10,7 @@ thread pools and Keras its dtype policy once per process, and peak memory (max R
 falls on both. Per measurement: one warm-up epoch (graph tracing, oneDNN kernel selection), then
 `--epochs` timed full epochs over the training set; throughput = images / timed seconds.
 
-(a) `mnist_pipeline.train.prepare_fit` with the defaults of conf/ (what `python -m mnist_pipeline.train
+(a) `mnist_pipeline.ml.fit.prepare_fit` with the defaults of conf/ (what `python -m mnist_pipeline.train
     model=<arch> augment=<aug>` runs): in-memory tensors, fused affine warp, precision and batch size
     from conf/trainer/default.yaml.
 (b) the notebooks' way: `model.fit` on float64 NumPy arrays, batch 32, float32 model, Adam; augmentation
@@ -51,9 +51,9 @@ def compose(arch: str, augment: str, overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from mnist_pipeline.stage import CONF_DIR
+    from mnist_pipeline.core.workspace import CONF_DIR
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose("train", overrides=[f"model={arch}", f"augment={augment}", "output_dir=unused",
                                                  *overrides])
 
@@ -80,7 +80,7 @@ def notebook_model(cfg, augment: str):
     """The notebooks' setup: the same architecture in float32, the four Keras augmentation layers chained."""
     import keras
 
-    from mnist_pipeline.train import build_model
+    from mnist_pipeline.ml.fit import build_model
 
     model = build_model(cfg.model, (28, 28, 1), 10)  # MNIST's
     if augment != "none":
@@ -109,9 +109,9 @@ def measure(spec: dict) -> dict:
     timer = EpochTimer()
     epochs = 1 + spec["epochs"]
     if spec["path"] == "pipeline":
-        from mnist_pipeline.train import prepare_fit
+        from mnist_pipeline.ml.fit import prepare_fit
 
-        from mnist_pipeline.training import steps_per_epoch
+        from mnist_pipeline.ml.inputs import steps_per_epoch
 
         cfg.trainer.epochs = epochs
         model, dataset, _ = prepare_fit(cfg, x, y, num_classes=10)

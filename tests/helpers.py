@@ -90,7 +90,7 @@ def model_server(model_uri: str, tracking_uri: str, cwd: Path, extra_env: dict |
     import urllib.request
 
     from mnist_pipeline import serving
-    from mnist_pipeline.postgres import free_port
+    from mnist_pipeline.team.postgres import free_port
 
     bindir = Path(sys.executable).parent
     port, log = free_port(), cwd / "serve.log"
@@ -121,3 +121,42 @@ def model_server(model_uri: str, tracking_uri: str, cwd: Path, extra_env: dict |
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def compose(config_name: str, *overrides: str, hydra: bool = False):
+    """A stage's config as Hydra composes it from conf/, with `overrides` (e.g. "model=deep_cnn"); with
+    `hydra=True` the `hydra` node too (its runtime choices). Paths that only exist at run time
+    (`${hydra:runtime.output_dir}`) are set to `unused` where the config has them."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from mnist_pipeline.core.workspace import CONF_DIR
+
+    defaults = {"train": ["output_dir=unused"], "search": ["output_dir=unused"]}.get(config_name, [])
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name, overrides=[*defaults, *overrides], return_hydra_config=hydra)
+
+
+def load_script(name: str):
+    """A benchmarks/ script as a module (benchmarks/ is a folder of scripts, not a package)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+# Every model config's exact parameter count at 28x28x1 and 10 classes: the notebooks' figures.
+PARAM_COUNTS = {
+    "dense_3x500": 898_510,
+    "dense_2x350": 401_110,
+    "mlp_32x32": 26_506,
+    "shallow_cnn": 167_114,
+    "deep_cnn": 829_354,
+    "cnn_dnn": 138_506,
+    "bn_cnn": 326_826,
+    "tiny_cnn": 18_378,  # conv 5x5x1x16+16, 5x5x16x32+32, dense 512x10+10
+}

@@ -22,23 +22,19 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from mnist_pipeline import metrics, plots, validate
-from mnist_pipeline.atomic import all_or_nothing
+from mnist_pipeline.evaluation import metrics
+from mnist_pipeline.core import plots
+from mnist_pipeline.core import validate
+from mnist_pipeline.core.atomic import all_or_nothing
 from mnist_pipeline.data.prepared import describe, load_split
-from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.model_files import load_keras
-from mnist_pipeline.stage import hydra_stage
-from mnist_pipeline.tracking import datasets, runs, store
+from mnist_pipeline.core.model_files import load_keras
+from mnist_pipeline.evaluation.files import read_json, save_probabilities
+from mnist_pipeline.core.stage import hydra_stage
+from mnist_pipeline.tracking import artifacts, datasets, store
 
 log = logging.getLogger(__name__)
 
 CURVE_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-
-def read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise PipelineError(f"{path} not found: {what}")
-    return json.loads(path.read_text())
 
 
 def _write(path: Path, text: str) -> None:
@@ -51,20 +47,6 @@ def _csv(header: list[str], rows) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def save_probabilities(path: Path, **splits: tuple[np.ndarray, np.ndarray]) -> None:
-    """<split>_probs (n, classes) float32 and <split>_labels per split, in one .npz."""
-    with open(path, "wb") as f:  # a file object: np.savez would append .npz to a staging name
-        np.savez(f, **{f"{name}_{part}": array for name, (probs, labels) in splits.items()
-                       for part, array in (("probs", probs.astype(np.float32)), ("labels", labels))})
-
-
-def read_probabilities(path: Path, hint: str) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise PipelineError(f"{path} not found: {hint}")
-    with np.load(path, allow_pickle=False) as data:
-        return dict(data)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -116,7 +98,7 @@ def evaluate(cfg: DictConfig) -> dict:
         _write(outputs.file(Path(cfg.metrics_file)), json.dumps(test_metrics, indent=2) + "\n")
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
-            runs.log_to_run(run_info["run_id"], logged, [*figures, Path(tmp) / "evaluation.json"], "test")
+            artifacts.log_to_run(run_info["run_id"], logged, [*figures, Path(tmp) / "evaluation.json"], "test")
         datasets.log_splits_to_run(run_info["run_id"], dataset, Path(cfg.data_dir), {"test": (x_test, y_test)})
     log.info("evaluate %s: test accuracy %.4f, loss %.4f -> %s, %s/*/%s* (run %s)", variant, summary["accuracy"],
              summary["loss"], cfg.metrics_file, plots_dir, variant, run_info["run_id"])

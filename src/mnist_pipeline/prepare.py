@@ -16,13 +16,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
 
-from mnist_pipeline import plots, validate
+from mnist_pipeline.core import plots
+from mnist_pipeline.core import validate
 from mnist_pipeline.data.fetch import FetchSettings, fetch_file
 from mnist_pipeline.data.idx import check_pair, parse_images, parse_labels, read_payload
 from mnist_pipeline.data.prepared import class_counts, scale, write_prepared
 from mnist_pipeline.data.split import stratified_split
-from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.stage import hydra_stage
+from mnist_pipeline.core.errors import ConfigError
+from mnist_pipeline.core.stage import hydra_stage
 
 log = logging.getLogger(__name__)
 

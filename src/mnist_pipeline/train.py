@@ -4,11 +4,14 @@
     python -m mnist_pipeline.train -m model=shallow_cnn,deep_cnn augment=none,standard
 
 Writes to `output_dir`: model.keras (the best epoch by val_loss), history.json and run.json (the MLflow
-run id that the evaluate stage logs into). The folder appears only when training finished.
+run id that the evaluate stage logs into). The folder appears only when training finished. Killed at any
+moment and started again with the same output_dir and settings, it resumes after its last completed epoch
+in the same MLflow run (ml/resume.py).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -16,23 +19,22 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_pipeline import augment, plots, resume, training, validate, workspace
-from mnist_pipeline.atomic import atomic_dir
+from mnist_pipeline.core import plots, signals, validate, workspace
+from mnist_pipeline.core.atomic import atomic_dir
+from mnist_pipeline.core.stage import hydra_stage
 from mnist_pipeline.data.prepared import DatasetInfo, describe, load_split
-from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.stage import hydra_stage
-from mnist_pipeline.tracking import datasets, logged_models, runs, store
+from mnist_pipeline.ml import augment, callbacks, export, inputs, resume, runtime
+from mnist_pipeline.ml.fit import augment_settings, prepare_fit
+from mnist_pipeline.tracking import artifacts, datasets, epochs, logged_models, parents, runs, store
 
 log = logging.getLogger(__name__)
-
-AUGMENT_KEYS = ("rotation", "width_shift", "height_shift", "shear", "zoom")
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -42,7 +44,7 @@ def check_settings(cfg: DictConfig) -> None:
     validate.integer(cfg, "trainer.shuffle_buffer", minimum=0)
     validate.integer(cfg, "trainer.seed", minimum=0)
     validate.boolean(cfg, "trainer.deterministic")
-    validate.choice(cfg, "trainer.precision", training.PRECISIONS)
+    validate.choice(cfg, "trainer.precision", runtime.PRECISIONS)
     validate.integer(cfg, "trainer.steps_per_execution", minimum=1)
     validate.number(cfg, "trainer.label_smoothing", at_least=0.0, below=1.0)
     validate.integer(cfg, "trainer.threads.intra_op", minimum=0)
@@ -86,8 +88,8 @@ def run_tags(cfg: DictConfig, dataset: DatasetInfo) -> dict[str, str]:
         "data.sha256": dataset.sha256,
         "dvc.stage": os.environ.get("DVC_STAGE", ""),
         "dvc.exp": workspace.dvc_experiment(),  # the MLflow UI filters one experiment's runs by it
-        "precision": training.resolve_precision(cfg.trainer.precision),  # what `auto` chose on this CPU
-        "threads": training.thread_pools(),  # split between a parallel launcher's jobs
+        "precision": runtime.resolve_precision(cfg.trainer.precision),  # what `auto` chose on this CPU
+        "threads": runtime.thread_pools(),  # split between a parallel launcher's jobs
         "tensorflow.version": tf.__version__,
         "keras.version": keras.__version__,
     }
@@ -109,7 +111,7 @@ def concurrent_jobs() -> int:
         return 1
     if not isinstance(n_jobs, int) or n_jobs == 0:
         return 1
-    return n_jobs if n_jobs > 0 else max(1, training.cores() + 1 + n_jobs)
+    return n_jobs if n_jobs > 0 else max(1, runtime.cores() + 1 + n_jobs)
 
 
 def print_first_prediction(model, x_test: np.ndarray, y_test: np.ndarray, classes) -> None:
@@ -118,45 +120,6 @@ def print_first_prediction(model, x_test: np.ndarray, y_test: np.ndarray, classe
     print(f"first test image: label {classes[int(y_test[0])]}, predicted {classes[int(np.argmax(probs))]} "
           f"(p={probs.max():.4f})")
     print("probabilities: " + " ".join(f"{c}:{p:.4f}" for c, p in zip(classes, probs)), flush=True)
-
-
-def augment_settings(cfg: DictConfig) -> dict[str, float]:
-    return {k: float(cfg.augment[k]) for k in AUGMENT_KEYS}
-
-
-def build_model(model_cfg: DictConfig, input_shape, num_classes: int):
-    """The model of a conf/model config for images of `input_shape` (rows, cols, 1) and `num_classes`
-    classes; a model that cannot take images of that size is a ConfigError that says so."""
-    try:
-        return instantiate(model_cfg, input_shape=tuple(input_shape), num_classes=num_classes, _convert_="all")
-    except (InstantiationException, ValueError) as exc:
-        cause = exc.__cause__ or exc
-        reason = " ".join(str(cause).split())[:300]
-        if "negative" in reason.lower():  # a conv or pool shrank the image below 1 pixel
-            reason = "its convolutions and pools shrink the image below one pixel"
-        raise ConfigError(f"model {model_cfg.get('name', '?')} cannot take {input_shape[0]}x{input_shape[1]} "
-                          f"images ({reason}): choose another model or padding=same") from None
-
-
-def prepare_fit(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, jobs: int = 1,
-                first_epoch: int = 0):
-    """The pipeline's training path up to `model.fit`: runtime settings, seeds, the compiled model (for
-    x_train's image shape and `num_classes`) and the training dataset (epochs first_epoch..trainer.epochs-1;
-    fit it with steps_per_epoch). Returns (model, dataset, build), `build()` making a fresh model of the same
-    config. `jobs`: trainings running at once (their threads are split). The benchmarks call this too, so
-    they measure what the train stage runs."""
-    training.configure_runtime(cfg.trainer, jobs)
-    training.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
-
-    def build():
-        return build_model(cfg.model, x_train.shape[1:], num_classes)
-
-    steps = cfg.trainer.epochs * training.steps_per_epoch(len(x_train), cfg.trainer.batch_size)
-    model = training.compile_model(build(), cfg.optimizer, cfg.trainer.steps_per_execution, total_steps=steps,
-                                   label_smoothing=cfg.trainer.label_smoothing)
-    dataset = training.train_dataset(x_train, y_train, cfg.trainer, augment_settings(cfg),
-                                     range(first_epoch, cfg.trainer.epochs))
-    return model, dataset, build
 
 
 def settings_hash(cfg: DictConfig) -> str:
@@ -176,13 +139,10 @@ def resume_point(cfg: DictConfig, state: Path, settings: str) -> resume.Snapshot
     return start
 
 
-def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | None = None,
+def train(cfg: DictConfig, extra_callbacks: Sequence = (), tags: Mapping[str, str] | None = None,
           overrides: Sequence[str] | None = None, parent_run_id: str | None = None) -> dict:
     """One training, one MLflow run. Called by Hydra with the config alone; a caller that drives trainings
-    itself (the search) adds Keras callbacks, run tags, the overrides that made `cfg` and a parent run.
-
-    Killed at any moment and started again with the same output_dir and settings, it resumes after its
-    last completed epoch in the same MLflow run (resume.py)."""
+    itself (the search) adds Keras callbacks, run tags, the overrides that made `cfg` and a parent run."""
     check_settings(cfg)
     data_dir, output_dir = Path(cfg.data_dir), Path(cfg.output_dir)
     x_train, y_train = load_split(data_dir, "train")
@@ -197,33 +157,35 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
     # a bad model config fails here, before any run
     model, train_ds, build = prepare_fit(cfg, x_train, y_train, len(dataset.classes), jobs=concurrent_jobs(),
                                          first_epoch=first_epoch)
-    val_ds = training.eval_dataset(x_val, y_val)
+    val_ds = inputs.eval_dataset(x_val, y_val)
+    config = OmegaConf.to_container(cfg, resolve=True)
 
-    with runs.training_run(cfg.variant, cfg, {**run_tags(cfg, dataset), **(tags or {})}, parent_run_id,
+    with runs.training_run(cfg.variant, config, {**run_tags(cfg, dataset), **(tags or {})}, parent_run_id,
                            resume_run_id=start.state["run_id"] if start else None) as run:
         # The outputs are committed before the run ends FINISHED: a finished run always has its folder.
         with atomic_dir(output_dir) as staging:
             if start:
                 log.info("%s: resuming run %s after epoch %d of %d", cfg.variant, run.info.run_id, start.epochs,
                          cfg.trainer.epochs)
-                logged = runs.log_missing_epochs(run.info.run_id, start.state["history"],
-                                                 runs.logged_epochs(run.info.run_id))
+                logged = epochs.log_missing_epochs(run.info.run_id, start.state["history"],
+                                                   epochs.logged_epochs(run.info.run_id))
             else:
                 logged = set()
                 log_setup(cfg, model, x_train, staging, overrides)
                 datasets.log_splits(dataset, data_dir, {"train": (x_train, y_train), "val": (x_val, y_val)})
 
-            best, extra_callbacks = training.callbacks(cfg.trainer, cfg.optimizer)
+            best, stateful = callbacks.callbacks(cfg.trainer, cfg.optimizer)
             checkpoint = resume.Checkpoint(
                 state, start, {"run_id": run.info.run_id, "config_sha256": settings},
-                stateful={type(cb).__name__: cb for cb in extra_callbacks})
+                stateful={type(cb).__name__: cb for cb in stateful})
             model.fit(
                 train_ds, validation_data=val_ds, epochs=cfg.trainer.epochs, initial_epoch=first_epoch,
-                steps_per_epoch=training.steps_per_epoch(len(x_train), cfg.trainer.batch_size),
+                steps_per_epoch=inputs.steps_per_epoch(len(x_train), cfg.trainer.batch_size),
                 shuffle=False,  # train_ds shuffles
                 # the epoch's state is saved (checkpoint) before it is logged: a kill between the two is
                 # made good on resume (log_missing_epochs); one after leaves it logged once (`logged`)
-                callbacks=[runs.EpochStats(), *extra_callbacks, checkpoint, runs.EpochMetrics(logged), *callbacks],
+                callbacks=[callbacks.EpochStats(), *stateful, checkpoint,
+                           callbacks.EpochLogger(epochs.log_epoch, logged), *extra_callbacks],
                 verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
             )
             record = {
@@ -234,8 +196,8 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
                 "history": checkpoint.history,  # every epoch, those before a resume included
             }
             curves = plots.training_curves(record["history"], staging / "training_curves.png", title=cfg.variant)
-            runs.log_file(curves)
-            model = training.export_copy(model, build)
+            artifacts.log_file(curves)
+            model = export.export_copy(model, build)
             model_uri = logged_models.log_keras_model(model, x_val[:1], step=best.best_epoch or 0,
                                                       metadata=dataset.as_metadata())
             model.save(staging / "model.keras")
@@ -256,16 +218,38 @@ def train(cfg: DictConfig, callbacks: Sequence = (), tags: Mapping[str, str] | N
 
 def log_setup(cfg: DictConfig, model, x_train: np.ndarray, staging: Path, overrides: Sequence[str] | None) -> None:
     """A new run's artifacts that describe the training: config, overrides, model summary, augmentation."""
-    runs.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    artifacts.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     given = hydra_overrides() if overrides is None else list(overrides)
-    runs.log_text("\n".join(given) + "\n", "overrides.txt")
+    artifacts.log_text("\n".join(given) + "\n", "overrides.txt")
     summary: list[str] = []
     model.summary(print_fn=lambda line, **_: summary.append(line))
-    runs.log_text("\n".join(summary) + "\n", "model_summary.txt")
+    artifacts.log_text("\n".join(summary) + "\n", "model_summary.txt")
     params = augment_settings(cfg)
     if not augment.is_identity(params):
         grid = augment.preview_grid(x_train[:8], staging / "augmented_samples.png", seed=cfg.trainer.seed, **params)
-        runs.log_file(grid)
+        artifacts.log_file(grid)
+
+
+class MultirunParentRun(Callback):
+    """Hydra callback (conf/train.yaml): a multirun's jobs become child runs of one parent run named after
+    the sweep; it ends FAILED if a job did not finish, KILLED if a signal stopped the sweep."""
+
+    def __init__(self) -> None:
+        self._run_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._run_id = parents.open_sweep_parent(config.tracking, str(config.hydra.sweep.dir))
+        atexit.register(self._end_early)  # a sweep that raised or was stopped never reaches on_multirun_end
+
+    def _end_early(self) -> None:
+        if self._run_id is not None:
+            parents.close_sweep_parent(self._run_id, "KILLED" if signals.received else "FAILED")
+            self._run_id = None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._run_id is not None:
+            parents.close_sweep_parent(self._run_id)
+            self._run_id = None
 
 
 main = hydra_stage("train")(train)

@@ -12,9 +12,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline import training
-from mnist_pipeline.stage import CONF_DIR
-from mnist_pipeline.tracking.runs import flatten
+from mnist_pipeline.ml import runtime
+from mnist_pipeline.core.workspace import CONF_DIR
+from mnist_pipeline.tracking.params import flatten
 from tests.helpers import REPO, UNTIL_STOPPED, run_module
 
 WRITERS = 6
@@ -58,7 +58,7 @@ def test_trainings_started_at_once_on_a_new_store_all_finish(tmp_path, small_pre
     runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("mnist").experiment_id])}
     assert sorted(runs) == names
     param_keys = set(runs["writer-0"].data.params)
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         composed = compose("train", overrides=["model=mlp_32x32", "output_dir=x", "variant=x"])
     assert param_keys == set(flatten(composed))  # every setting of the composed config
     for i, name in enumerate(names):
@@ -89,7 +89,7 @@ def test_joblib_sweep_runs_jobs_in_parallel_under_one_parent(tmp_path, small_pre
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(r.info.run_name for r in children) == [
         "mlp_32x32-none", "mlp_32x32-standard", "shallow_cnn-none", "shallow_cnn-standard"]
-    intra, inter = training.thread_counts({"intra_op": 0, "inter_op": 0}, jobs=2)
+    intra, inter = runtime.thread_counts({"intra_op": 0, "inter_op": 0}, jobs=2)
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id

@@ -116,8 +116,8 @@ def store(browser_binaries, tmp_path_factory, small_prepared) -> Store:
 def ui(store, tmp_path_factory) -> str:
     """`mlflow server` on that store at a free 127.0.0.1 port (the project's server module: it waits for /health
     at most 180 s and stops the server's process group); yields its URL."""
-    from mnist_pipeline.postgres import free_port
-    from mnist_pipeline.tracking import server as tracking_server
+    from mnist_pipeline.team.postgres import free_port
+    from mnist_pipeline.team import server as tracking_server
 
     folder = tmp_path_factory.mktemp("ui-server")
     state = tracking_server.start(folder, database_uri=store.uri, port=free_port(), workers=1, timeout=180)

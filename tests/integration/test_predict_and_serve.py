@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_pipeline import models, training
+from mnist_pipeline.ml import models
+from mnist_pipeline.ml import optimizers
 from mnist_pipeline.tracking import logged_models, registry, runs, store
 from tests.helpers import model_server
 
@@ -47,7 +48,7 @@ def champion(tmp_path_factory, small_prepared):
     keras.utils.set_random_seed(0)
     block = {"filters": 32, "kernel": 3, "pool": True}
     model = models.convnet("small_cnn", conv=[block, block], dense=[64], input_shape=(28, 28, 1), num_classes=10)
-    training.compile_model(model, {"name": "adam", "lr": 2e-3})
+    optimizers.compile_model(model, {"name": "adam", "lr": 2e-3})
     model.fit(train["x"], train["y"], epochs=8, batch_size=32, verbose=0)  # ~95% test accuracy, ~20 s
     probs = model.predict(test["x"], verbose=0)
     right = probs.argmax(axis=1) == test["y"]

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 from omegaconf import OmegaConf
 
-from mnist_pipeline import training
+from mnist_pipeline.ml import runtime
 from tests.helpers import run_module
 from tests.integration.test_train_stage import client_for, store_env, train_args
 from tests.unit.test_configs import PARAM_COUNTS, train_config
@@ -43,7 +43,7 @@ def test_preset_composes_and_trains_one_epoch(preset, expected, tmp_path, small_
     assert history["epochs_run"] == 1 and history["params"] == PARAM_COUNTS[expected[0]]
     run = client_for(tmp_path).get_run(json.loads((tmp_path / "out" / "run.json").read_text())["run_id"])
     assert run.info.run_name == f"{expected[0]}-{expected[1]}"
-    assert run.data.tags["precision"] == training.resolve_precision("auto")
+    assert run.data.tags["precision"] == runtime.resolve_precision("auto")
     assert run.data.params["trainer.epochs"] == "1"  # the command line beats the preset
     assert run.data.params["optimizer.lr"] == str(cfg.optimizer.lr)
     # trained with the fused batch norm where the model has it, saved with Keras' own layer (batchnorm.py)

@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline import report
 from mnist_pipeline.data.prepared import data_hash
-from mnist_pipeline.evaluate import save_probabilities
-from mnist_pipeline.stage import CONF_DIR
+from mnist_pipeline.evaluation.files import save_probabilities
+from mnist_pipeline.core.workspace import CONF_DIR
 from mnist_pipeline.tracking import logged_models, runs, store as tracking_store
 
 NAME = "mnist-classifier"
@@ -76,7 +76,7 @@ def confident(labels, accuracy):
 
 def run_report(root, store, variants, data_dir, *overrides):
     (root / "params.yaml").write_text(json.dumps({"variants": {v: {} for v in variants}}))
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("report", overrides=[f"params_file={root / 'params.yaml'}", f"models_dir={root / 'models'}",
                                            f"metrics_dir={root / 'metrics'}", f"reports_dir={root / 'reports'}",
                                            f"probabilities_dir={root / 'probabilities'}", f"data_dir={data_dir}",
@@ -157,7 +157,7 @@ def test_alias_moves_only_for_a_gain_of_at_least_the_margin(tmp_path, store):
     # A bigger margin keeps it (registry.margin is a setting); a margin outside [0, 1) is refused.
     fake_variant(tmp_path, "e", val_accuracy=0.9955, test_accuracy=0.95, store=store)
     assert run_report(tmp_path, store, ["d", "e"], data, "registry.margin=0.01")["registry"]["action"] == "kept"
-    from mnist_pipeline.errors import ConfigError
+    from mnist_pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"registry.margin: must be >= 0.0, got -0.1"):
         run_report(tmp_path, store, ["d", "e"], data, "registry.margin=-0.1")
@@ -235,7 +235,7 @@ def test_registry_command_lists_versions_and_rolls_back(tmp_path, store):
 
 
 def test_report_names_a_variant_that_was_not_evaluated(tmp_path):
-    from mnist_pipeline.errors import PipelineError
+    from mnist_pipeline.core.errors import PipelineError
 
     with pytest.raises(PipelineError, match=r"probabilities/x.npz not found: run `dvc repro evaluate@x`"):
         run_report(tmp_path, "sqlite:///unused.db", ["x"], tmp_path)

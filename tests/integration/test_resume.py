@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline import resume
+from mnist_pipeline.ml import resume
 from tests.helpers import REPO
 
 EPOCHS = 5

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_pipeline.model_files import ModelFileError, load_keras
+from mnist_pipeline.core.model_files import ModelFileError, load_keras
 from tests.helpers import run_module
 
 LAMBDA_REFUSED = "refused: it holds Python code (a Lambda layer or a function), which Keras' safe mode does not run"
@@ -114,7 +114,7 @@ def test_the_serving_path_refuses_it_too(logged_lambda, tmp_path):
     """`mlflow models serve` (the README's serving command) loads in Keras' default safe mode: it exits
     with Keras' refusal instead of serving the model."""
     from mnist_pipeline import serving
-    from mnist_pipeline.postgres import free_port
+    from mnist_pipeline.team.postgres import free_port
 
     uri, model_uri, _ = logged_lambda
     bindir = Path(sys.executable).parent

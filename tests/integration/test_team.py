@@ -20,8 +20,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.postgres import Cluster, free_port
-from mnist_pipeline.tracking import server as tracking_server
+from mnist_pipeline.team.postgres import Cluster, free_port
+from mnist_pipeline.team import server as tracking_server
 from tests.helpers import REPO, model_server, run_dvc
 from tests.integration.test_dvc_experiments import quick_project
 from tests.integration.test_dvc_pipeline import git_commit_all
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module", autouse=True)
 def postgresql_installed():
     """PostgreSQL's programs are needed: skipped locally without them, a failure in CI (.ci/run installs them)."""
-    from mnist_pipeline.postgres import PostgresError, bin_dir
+    from mnist_pipeline.team.postgres import PostgresError, bin_dir
 
     try:
         bin_dir()
@@ -238,7 +238,7 @@ def test_basic_auth_refuses_anonymous_requests_and_serves_the_pipeline(small_pre
 def start_worker(tmp_path, name, data_dir, storage, tracking, seed):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.Popen(
-        [sys.executable, "-m", "mnist_pipeline.search", "search=quick", "n_trials=3", f"data_dir={data_dir}",
+        [sys.executable, "-m", "mnist_pipeline.search", "space=quick", "n_trials=3", f"data_dir={data_dir}",
          f"storage={storage}", f"search.sampler.seed={seed}", f"hydra.run.dir={tmp_path / name}",
          # aggressive: any trial under 50% validation accuracy after its first epoch stops there
          "search.pruner._target_=optuna.pruners.ThresholdPruner", "~search.pruner.n_startup_trials",
@@ -313,12 +313,12 @@ def assert_preset_reproduces(preset: Path, params: dict) -> None:
     """Dropped into conf/experiment/, the preset composes to the best trial's settings."""
     from hydra import compose, initialize_config_dir
 
-    from mnist_pipeline.stage import CONF_DIR
+    from mnist_pipeline.core.workspace import CONF_DIR
 
     with tempfile.TemporaryDirectory() as extra:
         (Path(extra) / "experiment").mkdir()
         shutil.copy(preset, Path(extra) / "experiment" / "best_quick.yaml")
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("train", overrides=[f"hydra.searchpath=[file://{extra}]", "experiment=best_quick",
                                               "output_dir=x"])
     assert cfg.model.name == "mlp_32x32" and cfg.trainer.epochs == 2

@@ -170,17 +170,18 @@ def test_exception_inside_training_leaves_run_failed(tmp_path, small_prepared, m
     import keras
     from hydra import compose, initialize_config_dir
 
-    from mnist_pipeline import train, training
-    from mnist_pipeline.stage import CONF_DIR
+    from mnist_pipeline import train
+    from mnist_pipeline.ml import training
+    from mnist_pipeline.core.workspace import CONF_DIR
 
     class Boom(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             raise RuntimeError("boom at epoch end")
 
-    real = training.callbacks
+    real = callbacks.callbacks
     monkeypatch.setattr(training, "callbacks", lambda *cfgs: (lambda b, e: (b, [*e, Boom()]))(*real(*cfgs)))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_env(tmp_path)["MLFLOW_TRACKING_URI"])
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=list(train_args(tmp_path, small_prepared, *FAST))[:2])
     with pytest.raises(RuntimeError, match="boom at epoch end"):
         train.train(cfg)

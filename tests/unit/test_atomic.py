@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from mnist_pipeline import atomic, signals
-from mnist_pipeline.errors import Terminated
+from mnist_pipeline.core import atomic
+from mnist_pipeline.core import signals
+from mnist_pipeline.core.errors import Terminated
 
 
 def dead_pid() -> int:

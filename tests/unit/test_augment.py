@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_pipeline.augment import (
+from mnist_pipeline.ml.augment import (
     PARAM_NAMES,
     affine_matrix,
     apply_affine,

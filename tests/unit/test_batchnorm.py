@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_pipeline import batchnorm, models, training
+from mnist_pipeline.ml import batchnorm
+from mnist_pipeline.ml import models
+from mnist_pipeline.ml import export, optimizers
 
 RNG = np.random.default_rng(7)
 
@@ -90,11 +92,11 @@ def test_the_exported_model_loads_without_this_package(tmp_path):
         def build():
             return bn_cnn(True)
 
-        model = training.compile_model(build(), {"name": "adam", "lr": 0.01, "schedule": "constant",
+        model = optimizers.compile_model(build(), {"name": "adam", "lr": 0.01, "schedule": "constant",
                                                  "warmup_fraction": 0.0, "ema_momentum": 0.0}, 1, total_steps=2)
         x = RNG.random((16, 12, 12, 1), dtype=np.float32)
         model.fit(x, RNG.integers(0, 3, 16), batch_size=8, epochs=1, verbose=0)  # moving stats move
-        exported = training.export_copy(model, build)
+        exported = export.export_copy(model, build)
     finally:
         keras.config.set_dtype_policy("float32")
     assert not any(isinstance(layer, batchnorm.FusedBatchNormalization) for layer in exported.layers)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from mnist_pipeline.train import build_model
+from mnist_pipeline.ml.fit import build_model
 
 from tests.helpers import REPO
 

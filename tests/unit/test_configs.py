@@ -3,8 +3,8 @@
 import pytest
 from hydra import compose, initialize_config_dir
 
-from mnist_pipeline.stage import CONF_DIR
-from mnist_pipeline.train import build_model
+from mnist_pipeline.core.workspace import CONF_DIR
+from mnist_pipeline.ml.fit import build_model
 from tests.helpers import REPO
 
 PARAM_COUNTS = {
@@ -26,7 +26,7 @@ MLP_VARIANTS = [  # the small-MLP notebook's other settings, as overrides
 
 
 def train_config(*overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=["output_dir=unused", *overrides])
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mnist_pipeline import console
+from mnist_pipeline.core import console
 from tests.helpers import run_module
 
 # What a process prints on its file descriptor 2 when it imports TensorFlow 2.21 here (console.py's docstring).
@@ -100,7 +100,7 @@ PROBE_FD_LINES = ["E0000 00:00:1795600614.044446   15526 some_kernel.cc:42] a Te
                   "W0000 00:00:1795600614.044446   15526 port.cc:153] oneDNN custom operations are on, at WARNING\n"]
 PROBE = r"""
 import os, sys, warnings
-from mnist_pipeline import console
+from mnist_pipeline.core import console
 
 print("filter on:", console.quiet(), flush=True)
 import tensorflow as tf
@@ -176,7 +176,7 @@ def test_what_a_crashing_process_wrote_last_still_comes_through():
     """TensorFlow's fatal errors (LOG(FATAL), failed checks) abort the process right after writing: the
     filter is a process of its own, so it forwards them all the same."""
     fatal = b"F0000 00:00:1.5   1 op.cc:1] Check failed: a fatal error\n"
-    crash = ("import os\nfrom mnist_pipeline import console\nassert console.quiet()\n"
+    crash = ("import os\nfrom mnist_pipeline.core import console\nassert console.quiet()\n"
              f"os.write(2, {BANNERS[0] + bytes([10]) + fatal!r})\nos.abort()\n")
     environ = {k: v for k, v in os.environ.items() if k not in (console.ENV, "TF_CPP_MIN_LOG_LEVEL")}
     result = subprocess.run([sys.executable, "-c", crash], env=environ, capture_output=True, timeout=60)

@@ -13,17 +13,17 @@ from hydra import compose, initialize_config_dir
 
 from mnist_pipeline import prepare as prepare_stage
 from mnist_pipeline.data.idx import IDXFormatError, parse_images, parse_labels
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.core.errors import ConfigError
 from mnist_pipeline.report import registered_name
-from mnist_pipeline.stage import CONF_DIR
-from mnist_pipeline.train import build_model
+from mnist_pipeline.core.workspace import CONF_DIR
+from mnist_pipeline.ml.fit import build_model
 from tests.helpers import REPO, idx_bytes
 
 DATASETS = sorted(p.stem for p in (REPO / "conf/data").glob("*.yaml"))
 
 
 def prepare_config(*overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("prepare", overrides=list(overrides))
 
 
@@ -80,7 +80,7 @@ def test_labels_beyond_the_configured_classes_are_refused():
 
 
 def test_models_take_the_image_shape_and_class_count_they_are_given():
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["output_dir=unused", "model=mlp_32x32"])
     model = build_model(cfg.model, (16, 16, 1), 5)
     assert model.input_shape == (None, 16, 16, 1) and model.output_shape == (None, 5)
@@ -88,7 +88,7 @@ def test_models_take_the_image_shape_and_class_count_they_are_given():
 
 
 def test_a_model_too_deep_for_the_images_is_a_config_error():
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["output_dir=unused", "model=shallow_cnn"])
     with pytest.raises(ConfigError, match=r"model shallow_cnn cannot take 16x16 images \(its convolutions and pools "
                                           r"shrink the image below one pixel\): choose another model"):

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from mnist_pipeline.stage import CONF_DIR
+from mnist_pipeline.core.workspace import CONF_DIR
 from tests.helpers import REPO
 
 SRC = REPO / "src"
@@ -68,7 +68,7 @@ def targets(node) -> list[str]:
 
 
 def target_modules(config) -> list[str]:
-    """`mnist_pipeline.models.convnet` -> `mnist_pipeline.models` (the longest prefix that is a module)."""
+    """`mnist_pipeline.ml.models.convnet` -> `mnist_pipeline.ml.models` (the longest prefix that is a module)."""
     modules = []
     for target in targets(OmegaConf.to_container(config, resolve=False)):
         parts = target.split(".")
@@ -81,7 +81,7 @@ def composed(cmd: str):
     words = [w for w in shlex.split(cmd) if not (w.split("=", 1)[0].isupper() and "=" in w)]  # drop VAR=value
     assert words[:2] == ["python", "-m"], cmd
     module, overrides = words[2], words[3:]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(module.rsplit(".", 1)[1], overrides=overrides, return_hydra_config=True)
     return module, cfg
 

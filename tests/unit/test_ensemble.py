@@ -1,6 +1,6 @@
 import numpy as np
 
-from mnist_pipeline import ensemble
+from mnist_pipeline.evaluation import ensemble
 
 
 def rows(*peaks):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_pipeline import images
-from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.images import ImageError
+from mnist_pipeline.data import pictures as images
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.data.pictures import ImageError
 
 
 def digit(size=(200, 150), ink=255, paper=0, mode="L"):

@@ -3,7 +3,7 @@ matrix with class names."""
 
 import numpy as np
 
-from mnist_pipeline import plots
+from mnist_pipeline.core import plots
 
 
 def test_comparison_plots_validation_error_on_a_log_axis_with_whole_epochs(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mnist_pipeline.data.prepared import load_split, scale, write_prepared
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.core.errors import PipelineError
 
 IMAGES = np.random.default_rng(1).integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
 IMAGES[0] = 0  # an all-black image must not divide by zero
@@ -33,7 +33,7 @@ def test_l2_lives_in_the_model_so_a_served_model_gets_it(float32_policy):
     computes what the notebook's pipeline did, keras.utils.normalize(x, axis=1) then the model."""
     import keras
 
-    from mnist_pipeline.models import mlp
+    from mnist_pipeline.ml.models import mlp
 
     normed = mlp("mlp", hidden=[32, 32], input_norm="l2", input_shape=(28, 28, 1), num_classes=10)
     plain = mlp("mlp", hidden=[32, 32], input_norm="none", input_shape=(28, 28, 1), num_classes=10)

@@ -6,14 +6,15 @@ import keras
 import numpy as np
 import pytest
 
-from mnist_pipeline import resume, training
+from mnist_pipeline.ml import resume
+from mnist_pipeline.ml import callbacks
 
 
 def fit_with_checkpoint(root, epochs, start=None, config_sha="abc"):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    best = training.BestWeights()
+    best = callbacks.BestWeights()
     checkpoint = resume.Checkpoint(root, start, {"run_id": "r1", "config_sha256": config_sha}, {"BestWeights": best})
     x, y = np.random.default_rng(0).random((32, 4), dtype=np.float32), np.arange(32) % 3
     model.fit(x, y, validation_data=(x, y), epochs=epochs, initial_epoch=start.epochs if start else 0,
@@ -55,7 +56,7 @@ def test_resuming_continues_the_history_and_restores_the_best_epoch(root):
 ])
 def test_a_damaged_snapshot_is_reported_in_one_line_and_the_one_before_used(root, damage, problem, caplog):
     damage(root / "snapshots" / "epoch-0003" / "latest.weights.h5")
-    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.resume"):
+    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.ml.resume"):
         start = resume.latest(root, "abc")
     assert start.epochs == 2
     assert [r.getMessage() for r in caplog.records] == [
@@ -63,14 +64,14 @@ def test_a_damaged_snapshot_is_reported_in_one_line_and_the_one_before_used(root
 
 
 def test_nothing_usable_or_other_settings_start_from_scratch(root, caplog):
-    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.resume"):
+    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.ml.resume"):
         assert resume.latest(root, "other settings") is None
     assert caplog.records[-1].getMessage() == f"resume: {root} was saved with other settings: starting from scratch"
     assert not root.exists()
     fit_with_checkpoint(root, epochs=2)
     for snapshot in (root / "snapshots").iterdir():
         (snapshot / "state.json").write_text("{}")
-    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.resume"):
+    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.ml.resume"):
         assert resume.latest(root, "abc") is None
     assert caplog.records[-1].getMessage() == f"resume: no usable snapshot in {root}: starting from scratch"
     assert not root.exists()

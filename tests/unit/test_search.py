@@ -6,12 +6,12 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from mnist_pipeline import search
-from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.stage import CONF_DIR
+from mnist_pipeline.core.errors import ConfigError
+from mnist_pipeline.core.workspace import CONF_DIR
 
 
 def composed(*overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("search", overrides=list(overrides), return_hydra_config=False)
     cfg.output_dir = "unused"
     return cfg
@@ -39,7 +39,7 @@ def test_shipped_search_spaces_are_valid(space):
 ])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(ConfigError) as raised:
-        search.check_settings(composed("search=quick", *overrides))
+        search.check_settings(composed("space=quick", *overrides))
     assert str(raised.value).startswith(message)
 
 

@@ -5,7 +5,8 @@ import sqlite3
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mnist_pipeline import training, workspace
+from mnist_pipeline.ml import runtime
+from mnist_pipeline.core import workspace
 from mnist_pipeline.tracking import store
 
 
@@ -79,4 +80,4 @@ def test_a_new_store_is_created_once_and_reused(tmp_path):
     ({"intra_op": 3, "inter_op": 0}, 2, 8, (3, 4)),   # an explicit setting wins
 ])
 def test_threads_are_split_between_concurrent_jobs(threads, jobs, cores, expected):
-    assert training.thread_counts(threads, jobs, cores) == expected
+    assert runtime.thread_counts(threads, jobs, cores) == expected

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_pipeline import models, training
+from mnist_pipeline.ml import models
+from mnist_pipeline.ml import callbacks, export, inputs, optimizers, runtime
 
 TRAINER = {"batch_size": 4, "shuffle_buffer": 0, "seed": 3}
 NO_AUGMENT = dict.fromkeys(("rotation", "width_shift", "height_shift", "shear", "zoom"), 0.0)
@@ -18,8 +19,8 @@ NO_AUGMENT = dict.fromkeys(("rotation", "width_shift", "height_shift", "shear", 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n\nprocessor\t: 1\nflags\t: fpu\n")
-    assert training.cpu_flags(cpuinfo) == {"fpu", "sse2", "avx512f", "avx512_bf16"}
-    assert training.cpu_flags(tmp_path / "missing") == set()
+    assert runtime.cpu_flags(cpuinfo) == {"fpu", "sse2", "avx512f", "avx512_bf16"}
+    assert runtime.cpu_flags(tmp_path / "missing") == set()
 
 
 @pytest.mark.parametrize(("name", "flags", "expected"), [
@@ -30,12 +31,12 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     ("mixed_bfloat16", set(), "mixed_bfloat16"),
 ])
 def test_resolve_precision(name, flags, expected):
-    assert training.resolve_precision(name, flags) == expected
+    assert runtime.resolve_precision(name, flags) == expected
 
 
 def test_resolve_precision_rejects_unknown():
     with pytest.raises(ValueError, match="precision must be one of"):
-        training.resolve_precision("float16", set())
+        runtime.resolve_precision("float16", set())
 
 
 def test_export_copy_of_a_mixed_precision_model_is_float32():
@@ -47,7 +48,7 @@ def test_export_copy_of_a_mixed_precision_model_is_float32():
 
         mixed = build()
         assert mixed.layers[0].compute_dtype == "bfloat16" and mixed.layers[-1].compute_dtype == "float32"
-        copy = training.export_copy(mixed, build)
+        copy = export.export_copy(mixed, build)
     finally:
         keras.config.set_dtype_policy("float32")
     assert all(layer.compute_dtype == "float32" for layer in copy.layers)
@@ -65,8 +66,8 @@ def batches_of(ds, per_epoch=3):
 def test_train_dataset_visits_every_image_once_per_epoch_in_a_new_order():
     x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1) * np.ones((1, 28, 28, 1), np.float32)
     y = np.arange(10, dtype=np.uint8)
-    epochs = batches_of(training.train_dataset(x, y, TRAINER, NO_AUGMENT, range(2)))
-    assert len(epochs) == 2 and training.steps_per_epoch(10, TRAINER["batch_size"]) == 3
+    epochs = batches_of(inputs.train_dataset(x, y, TRAINER, NO_AUGMENT, range(2)))
+    assert len(epochs) == 2 and inputs.steps_per_epoch(10, TRAINER["batch_size"]) == 3
     for batches in epochs:
         assert [len(yb) for _, yb in batches] == [4, 4, 2]
         for xb, yb in batches:
@@ -74,7 +75,7 @@ def test_train_dataset_visits_every_image_once_per_epoch_in_a_new_order():
         assert sorted(np.concatenate([yb for _, yb in batches]).tolist()) == list(range(10))
     orders = [np.concatenate([yb for _, yb in batches]).tolist() for batches in epochs]
     assert orders[0] != orders[1]  # reshuffled every epoch
-    again = batches_of(training.train_dataset(x, y, TRAINER, NO_AUGMENT, range(2)))
+    again = batches_of(inputs.train_dataset(x, y, TRAINER, NO_AUGMENT, range(2)))
     assert [np.concatenate([yb for _, yb in b]).tolist() for b in again] == orders  # same seed, same orders
 
 
@@ -84,8 +85,8 @@ def test_an_epoch_replayed_alone_is_the_epoch_of_a_whole_training(augment_params
     in order, warped alike, as epoch 2 of the training that ran from 0."""
     x = np.random.default_rng(0).random((10, 28, 28, 1), dtype=np.float32)
     y = np.arange(10, dtype=np.uint8)
-    whole = batches_of(training.train_dataset(x, y, TRAINER, augment_params, range(4)))
-    alone = batches_of(training.train_dataset(x, y, TRAINER, augment_params, range(2, 4)))
+    whole = batches_of(inputs.train_dataset(x, y, TRAINER, augment_params, range(4)))
+    alone = batches_of(inputs.train_dataset(x, y, TRAINER, augment_params, range(2, 4)))
     for (xa, ya), (xb, yb) in zip(sum(whole[2:], []), sum(alone, []), strict=True):
         np.testing.assert_array_equal(ya, yb)
         np.testing.assert_array_equal(xa, xb)
@@ -93,21 +94,21 @@ def test_an_epoch_replayed_alone_is_the_epoch_of_a_whole_training(augment_params
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
-    schedule = training.learning_rate({"lr": 0.01, "schedule": "cosine", "warmup_fraction": 0.1}, total_steps=100)
+    schedule = optimizers.learning_rate({"lr": 0.01, "schedule": "cosine", "warmup_fraction": 0.1}, total_steps=100)
     values = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
     assert values[0] == 0.0 and values[1] == pytest.approx(0.005) and values[2] == pytest.approx(0.01)
     assert values[3] == pytest.approx(0.005, rel=1e-3) and values[4] == pytest.approx(0.0, abs=1e-9)
-    assert training.learning_rate({"lr": 0.01, "schedule": "constant"}, total_steps=100) == 0.01
+    assert optimizers.learning_rate({"lr": 0.01, "schedule": "constant"}, total_steps=100) == 0.01
     with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
-        training.learning_rate({"lr": 0.01, "schedule": "step"}, total_steps=100)
+        optimizers.learning_rate({"lr": 0.01, "schedule": "step"}, total_steps=100)
 
 
 def test_a_shuffle_buffer_moves_each_image_within_about_its_size():
-    order = training.epoch_order(1000, 50, tf.constant([3, 1], tf.int64)).numpy()
+    order = inputs.epoch_order(1000, 50, tf.constant([3, 1], tf.int64)).numpy()
     assert sorted(order.tolist()) == list(range(1000))
     displacement = np.abs(order - np.arange(1000))
     assert displacement.max() <= 50 and displacement.mean() > 5
-    full = training.epoch_order(1000, 1000, tf.constant([3, 1], tf.int64)).numpy()
+    full = inputs.epoch_order(1000, 1000, tf.constant([3, 1], tf.int64)).numpy()
     assert sorted(full.tolist()) == list(range(1000)) and np.abs(full - np.arange(1000)).max() > 500
 
 
@@ -117,7 +118,7 @@ def test_seed_zero_under_a_global_seed_zero():
 
     keras.utils.set_random_seed(0)
     x = np.zeros((10, 28, 28, 1), np.float32)
-    ds = training.train_dataset(x, np.arange(10, dtype=np.uint8), {**TRAINER, "seed": 0}, NO_AUGMENT, range(1))
+    ds = inputs.train_dataset(x, np.arange(10, dtype=np.uint8), {**TRAINER, "seed": 0}, NO_AUGMENT, range(1))
     assert sorted(np.concatenate([y.numpy() for _, y in ds]).tolist()) == list(range(10))
 
 
@@ -128,8 +129,8 @@ def fit_with_callbacks(ema_momentum: float):
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(64, 12)).astype("float32"), rng.integers(0, 3, 64)
     model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(3, activation="softmax")])
-    training.compile_model(model, {"name": "adam", "lr": 0.05, "ema_momentum": ema_momentum})
-    best, extra = training.callbacks({"early_stopping": {"enabled": False}}, {"ema_momentum": ema_momentum})
+    optimizers.compile_model(model, {"name": "adam", "lr": 0.05, "ema_momentum": ema_momentum})
+    best, extra = callbacks.callbacks({"early_stopping": {"enabled": False}}, {"ema_momentum": ema_momentum})
     history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, validation_data=(x[:32], y[:32]),
                         callbacks=extra, verbose=0).history
     return model, best, history, (x[:32], y[:32])
@@ -146,26 +147,26 @@ def test_ema_weights_are_validated_and_kept_while_training_follows_the_raw_weigh
     kept_val_loss = model.evaluate(x_val, y_val, verbose=0)[0]
     assert kept_val_loss == pytest.approx(history["val_loss"][best.best_epoch], rel=1e-5)
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(model.get_weights(), raw_model.get_weights())) > 1e-3
-    assert [type(cb).__name__ for cb in training.callbacks({"early_stopping": {"enabled": False}},
+    assert [type(cb).__name__ for cb in callbacks.callbacks({"early_stopping": {"enabled": False}},
                                                             {"ema_momentum": 0.9})[1]] == ["SwapEMAWeights",
                                                                                           "BestWeights"]
-    assert training.make_optimizer({"name": "adam", "lr": 1e-3, "ema_momentum": 0.0}).use_ema is False
+    assert optimizers.make_optimizer({"name": "adam", "lr": 1e-3, "ema_momentum": 0.0}).use_ema is False
 
 
 def test_label_smoothing_targets_one_minus_s_plus_s_over_k_on_the_true_digit():
     """The smoothed loss is the cross-entropy against (1 - s) * one_hot + s / classes, on integer labels;
     0 keeps Keras' own sparse loss."""
-    assert training.crossentropy(0.0) == "sparse_categorical_crossentropy"
+    assert optimizers.crossentropy(0.0) == "sparse_categorical_crossentropy"
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype=np.float32)
     labels = np.array([0, 1])
     s = 0.3
-    loss = keras.ops.convert_to_numpy(training.crossentropy(s)(labels, probs))
+    loss = keras.ops.convert_to_numpy(optimizers.crossentropy(s)(labels, probs))
     target = (1 - s) * np.eye(3)[labels] + s / 3  # [0.8, 0.1, 0.1] and [0.1, 0.8, 0.1]
     np.testing.assert_allclose(loss, -(target * np.log(probs)).sum(axis=1), rtol=1e-6)
     np.testing.assert_allclose(loss, [-(0.8 * np.log(0.7) + 0.1 * np.log(0.2) + 0.1 * np.log(0.1)),
                                       -(0.1 * np.log(0.1) + 0.8 * np.log(0.1) + 0.1 * np.log(0.8))], rtol=1e-6)
     # (n, 1) labels, as Keras passes them from a dataset of scalars after expand_dims, give the same loss.
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(training.crossentropy(s)(labels[:, None], probs)), loss)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(optimizers.crossentropy(s)(labels[:, None], probs)), loss)
 
 
 def test_a_model_trained_with_label_smoothing_is_saved_without_its_loss(tmp_path):
@@ -175,11 +176,11 @@ def test_a_model_trained_with_label_smoothing_is_saved_without_its_loss(tmp_path
         return models.convnet("tiny", [{"filters": 4, "kernel": 3, "pool": True}], [8], input_shape=(28, 28, 1),
                               num_classes=10)
 
-    model = training.compile_model(build(), {"name": "adam", "lr": 1e-3, "schedule": "constant"},
+    model = optimizers.compile_model(build(), {"name": "adam", "lr": 1e-3, "schedule": "constant"},
                                    label_smoothing=0.1)
     x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
     model.fit(x, np.arange(8), epochs=1, verbose=0)
-    training.export_copy(model, build).save(tmp_path / "model.keras")
+    export.export_copy(model, build).save(tmp_path / "model.keras")
     np.save(tmp_path / "x.npy", x)
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, numpy as np, keras; "

@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mnist_pipeline.data.idx import IDXFormatError, read_payload
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.core.errors import PipelineError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.core.errors import PipelineError
 
 # IDX dtype byte -> (numpy big-endian dtype, readable name)
 IDX_DTYPES: dict[int, tuple[str, str]] = {

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.atomic import atomic_dir
-from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.npy_files import NpyError, read_array
+from mnist_pipeline.core.atomic import atomic_dir
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.npy_files import NpyError, read_array
 
 SPLITS = ("train", "val", "test")
 METADATA = "dataset.json"

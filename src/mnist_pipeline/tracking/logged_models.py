@@ -1,4 +1,5 @@
-"""Keras models in MLflow: logged with their signature and an input example, loaded back for prediction."""
+"""Keras models in MLflow (through its keras flavour; this module never imports Keras itself): logged with
+their signature and an input example, loaded back for prediction."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ import types
 import zipfile
 from typing import Any
 
-import keras
 import mlflow
 import numpy as np
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 
-from mnist_pipeline.model_files import ModelFileError, refusal
+from mnist_pipeline.core.model_files import ModelFileError, refusal
 from mnist_pipeline.tracking.store import TrackingError, guarded
 
 
@@ -52,7 +52,7 @@ def _installed(dist: str) -> str | None:
 
 
 @guarded("logging the model")
-def log_keras_model(model: keras.Model, example: np.ndarray, step: int, metadata: dict | None = None,
+def log_keras_model(model: Any, example: np.ndarray, step: int, metadata: dict | None = None,
                     name: str = "model") -> str:
     """Log the model with its signature, an input example and `metadata` (the dataset: its class names and
     predict's preprocessing, data/prepared.DatasetInfo) into the active run; returns its URI
@@ -67,7 +67,7 @@ def log_keras_model(model: keras.Model, example: np.ndarray, step: int, metadata
     return info.model_uri
 
 
-def load_keras_model(model_uri: str) -> keras.Model:
+def load_keras_model(model_uri: str) -> Any:
     """A logged Keras model, in Keras' safe mode (a model carrying Python code is refused)."""
     flavors = _flavors(model_uri)
     if "keras" not in flavors:

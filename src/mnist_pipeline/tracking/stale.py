@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline import processes
+from mnist_pipeline.core import processes
 from mnist_pipeline.tracking.store import guarded
 
 OWNER_TAG = "process.owner"
@@ -65,3 +65,11 @@ def end_dead(client: MlflowClient, found: list[Found], keep: str | None = None) 
                 client.set_terminated(item.run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
             ended.append(item.run)
     return ended
+
+
+def survey(clean: bool = False) -> tuple[list[Found], set[str]]:
+    """Every RUNNING run with its verdict, and (with `clean`) the ids of the dead ones, now ended KILLED."""
+    client = MlflowClient()
+    found = running(client)
+    ended = {run.info.run_id for run in end_dead(client, found)} if clean else set()
+    return found, ended

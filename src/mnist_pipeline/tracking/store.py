@@ -12,8 +12,8 @@ import sqlalchemy.exc
 from filelock import Timeout
 from mlflow.exceptions import MlflowException
 
-from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.sqlite_files import first_open, resolve_uri, sqlite_path
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.sqlite_files import first_open, resolve_uri, sqlite_path
 
 
 # (text in the error, what to do): the first match gives the hint of a TrackingError.
