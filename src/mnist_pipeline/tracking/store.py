@@ -29,6 +29,11 @@ HINTS = (
 )
 
 
+# The MLflow UI (3.17) opens an experiment on the view its kind names: model training shows the Runs table
+# (without the tag a new browser profile lands on the GenAI view).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 class TrackingError(PipelineError):
     """The MLflow store failed; the message says what failed, where, and what to do."""
 
@@ -86,8 +91,14 @@ def setup(tracking: Mapping) -> str:
     # covers only its jobs and workspace stores), so processes starting at once would race.
     with guarded(f"opening experiment {name!r}"), first_open(uri):
         experiment = mlflow.get_experiment_by_name(name)
-        experiment_id = (experiment.experiment_id if experiment is not None else
-                         mlflow.create_experiment(name, artifact_location=_artifact_location(uri, name)))
+        if experiment is None:
+            experiment_id = mlflow.create_experiment(name, artifact_location=_artifact_location(uri, name),
+                                                     tags=EXPERIMENT_TAGS)
+        else:
+            experiment_id = experiment.experiment_id
+            for key, value in EXPERIMENT_TAGS.items():  # made before the tag existed; a user's own choice stays
+                if key not in experiment.tags:
+                    mlflow.MlflowClient().set_experiment_tag(experiment_id, key, value)
         mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
