@@ -2,6 +2,7 @@
 
     python3 dev.py repro [dvc repro args...]   # create .venv if needed, then `dvc repro`
     python3 dev.py test  [pytest args...]      # create .venv if needed, then pytest
+    python3 dev.py check                       # lint, format, types, import layers, docs (what CI runs first)
     python3 dev.py env                         # only create/update .venv
     python3 dev.py lock                        # rewrite requirements.lock from .venv (after a pin change)
 
@@ -47,7 +48,7 @@ def ensure_env() -> None:
     pip = [str(PYTHON), "-m", "pip", "--disable-pip-version-check"]
     subprocess.run([*pip, "install", "--quiet", "--upgrade", "pip"], check=True)
     subprocess.run(
-        [*pip, "install", "--quiet", "-c", str(ROOT / "requirements.lock"), "-e", f"{ROOT}[test]"],
+        [*pip, "install", "--quiet", "-c", str(ROOT / "requirements.lock"), "-e", f"{ROOT}[test,dev]"],
         check=True,
     )
     STAMP.write_text(wanted + "\n")
@@ -74,10 +75,30 @@ def write_lock() -> int:
     return 0
 
 
+# What CI runs before the tests, in this order; each must pass (the pre-commit hooks run the same).
+CHECKS = (
+    ["ruff", "check", "."],
+    ["ruff", "format", "--check", "."],
+    ["mypy"],  # settings in pyproject.toml: src/, check_untyped_defs
+    ["lint-imports"],  # the import-linter contracts in pyproject.toml
+    ["mkdocs", "build", "--strict"],  # into site/ (git-ignored): a broken link or anchor fails
+)
+
+
+def run_checks() -> int:
+    for check in CHECKS:
+        print(f"dev.py check: {' '.join(check)}", flush=True)
+        code = run_in_env([str(BIN / check[0]), *check[1:]])
+        if code:
+            return code
+    return 0
+
+
 def main(argv: list[str]) -> int:
     commands = {
         "repro": lambda rest: run_in_env([str(BIN / "dvc"), "repro", *rest]),
         "test": lambda rest: run_in_env([str(PYTHON), "-m", "pytest", *rest]),
+        "check": lambda rest: run_checks(),
         "env": lambda rest: 0,
         "lock": lambda rest: write_lock(),
     }

@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import report_md  # noqa: E402 - benchmarks/ is a folder of scripts, not a package
-
 from mnist_pipeline.core import signals  # noqa: E402
 from mnist_pipeline.core.atomic import atomic_file  # noqa: E402
 from mnist_pipeline.core.errors import Terminated  # noqa: E402
@@ -49,17 +48,32 @@ def run_seed(overrides: list[str], seed: int, workdir: Path) -> dict:
     out = workdir / f"seed{seed}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [sys.executable, "-m", "mnist_pipeline.train", *overrides, f"trainer.seed={seed}", f"output_dir={out}",
-         f"hydra.run.dir={workdir / f'hydra{seed}'}"],
-        cwd=ROOT, env=env, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "mnist_pipeline.train",
+            *overrides,
+            f"trainer.seed={seed}",
+            f"output_dir={out}",
+            f"hydra.run.dir={workdir / f'hydra{seed}'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"training with seed {seed} failed:\n{proc.stderr[-4000:]}")
     history = json.loads((out / "history.json").read_text())
-    return {"seed": seed, "test_accuracy": test_accuracy(out / "model.keras"),
-            "train_seconds": sum(history["history"]["epoch_seconds"]), "epochs": history["epochs_run"],
-            "best_epoch": history["best_epoch"],
-            "val_accuracy": history["history"]["val_accuracy"][history["best_epoch"] or 0],
-            "params": history["params"]}
+    return {
+        "seed": seed,
+        "test_accuracy": test_accuracy(out / "model.keras"),
+        "train_seconds": sum(history["history"]["epoch_seconds"]),
+        "epochs": history["epochs_run"],
+        "best_epoch": history["best_epoch"],
+        "val_accuracy": history["history"]["val_accuracy"][history["best_epoch"] or 0],
+        "params": history["params"],
+    }
 
 
 @functools.cache
@@ -102,8 +116,13 @@ def choices(entries: dict) -> dict[str, dict]:
         runs = {c: len(v) for c, v in cands.items()}
         screens = sorted(c for c in cands if runs[c] < max(runs.values()))
         left = [c for c in means if c not in over.get(setting, set()) and c not in screens]
-        decided[setting] = {"val": means, "runs": runs, "over_budget": sorted(over.get(setting, set())),
-                            "screens": screens, "chosen": max(left, key=means.get) if left else None}
+        decided[setting] = {
+            "val": means,
+            "runs": runs,
+            "over_budget": sorted(over.get(setting, set())),
+            "screens": screens,
+            "chosen": max(left, key=means.get) if left else None,
+        }
     return decided
 
 
@@ -123,26 +142,40 @@ def markdown(entries: dict) -> str:
         for run in entry["runs"]:
             labels.setdefault(machine_key(run["machine"]), f"M{len(labels) + 1}")
     decided = choices(entries)
-    lines = ["Machines: " + "; ".join(f"{label} = {k}" for k, label in labels.items()) + ".", "",
-             "| setup | overrides | seed: val / test accuracy (training s, machine) | mean val | mean test "
-             "| mean training s |",
-             "|---|---|---|---:|---:|---:|"]
+    lines = [
+        "Machines: " + "; ".join(f"{label} = {k}" for k, label in labels.items()) + ".",
+        "",
+        "| setup | overrides | seed: val / test accuracy (training s, machine) | mean val | mean test "
+        "| mean training s |",
+        "|---|---|---|---:|---:|---:|",
+    ]
     for name, entry in entries.items():
         runs, shown = entry["runs"], reported(entry, decided)
         per_seed = "; ".join(
             f"{r['seed']}: {_percent(r['val_accuracy'])} / {_percent(r['test_accuracy']) if shown else '-'} "
-            f"({r['train_seconds']:.0f}, {labels[machine_key(r['machine'])]})" for r in runs)
+            f"({r['train_seconds']:.0f}, {labels[machine_key(r['machine'])]})"
+            for r in runs
+        )
         test = f"**{_percent(statistics.mean(r['test_accuracy'] for r in runs))}**" if shown else "not chosen"
-        lines.append(f"| {name} | `{' '.join(entry['overrides'])}` | {per_seed} "
-                     f"| {_percent(statistics.mean(r['val_accuracy'] for r in runs))} | {test} "
-                     f"| {statistics.mean(r['train_seconds'] for r in runs):.0f} |")
+        lines.append(
+            f"| {name} | `{' '.join(entry['overrides'])}` | {per_seed} "
+            f"| {_percent(statistics.mean(r['val_accuracy'] for r in runs))} | {test} "
+            f"| {statistics.mean(r['train_seconds'] for r in runs):.0f} |"
+        )
     if decided:
-        lines += ["", "Settings chosen on validation (mean validation accuracy over every run of the candidate):", "",
-                  "| setting | candidate: mean val accuracy (runs) | chosen |", "|---|---|---|"]
+        lines += [
+            "",
+            "Settings chosen on validation (mean validation accuracy over every run of the candidate):",
+            "",
+            "| setting | candidate: mean val accuracy (runs) | chosen |",
+            "|---|---|---|",
+        ]
         for setting, d in decided.items():
-            cands = "; ".join(f"{c}: {100 * v:.3f}% ({d['runs'][c]}{', a screen' if c in d['screens'] else ''}"
-                              f"{', over its time budget' if c in d['over_budget'] else ''})"
-                              for c, v in d["val"].items())
+            cands = "; ".join(
+                f"{c}: {100 * v:.3f}% ({d['runs'][c]}{', a screen' if c in d['screens'] else ''}"
+                f"{', over its time budget' if c in d['over_budget'] else ''})"
+                for c, v in d["val"].items()
+            )
             lines.append(f"| {setting} | {cands} | **{d['chosen'] or 'none'}** |")
     return "\n".join(lines) + "\n"
 
@@ -152,14 +185,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="the row name in the results")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
-    parser.add_argument("--choice", metavar="SETTING=CANDIDATE",
-                        help="this row is CANDIDATE for SETTING; settings are chosen on validation accuracy")
-    parser.add_argument("--max-train-seconds", type=float, metavar="S",
-                        help="the setting's time budget: a seed training longer puts the candidate out of the choice")
+    parser.add_argument(
+        "--choice",
+        metavar="SETTING=CANDIDATE",
+        help="this row is CANDIDATE for SETTING; settings are chosen on validation accuracy",
+    )
+    parser.add_argument(
+        "--max-train-seconds",
+        type=float,
+        metavar="S",
+        help="the setting's time budget: a seed training longer puts the candidate out of the choice",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train stage (after --)")
     args = parser.parse_args(argv)
     if args.choice is not None and "=" not in args.choice:
-        parser.error(f"--choice {args.choice!r}: expected SETTING=CANDIDATE, e.g. \"default learning rate=4e-3\"")
+        parser.error(f'--choice {args.choice!r}: expected SETTING=CANDIDATE, e.g. "default learning rate=4e-3"')
     if not (ROOT / "data" / "prepared" / "test.npz").is_file():
         raise SystemExit("data/prepared/ not found: run `dvc repro prepare` first")
 
@@ -168,17 +208,26 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for seed in args.seeds:
             runs.append({**run_seed(args.overrides, seed, Path(tmp)), "machine": report_md.machine()})
-            print(f"{args.name} seed {seed}: val accuracy {runs[-1]['val_accuracy']:.4f}, "
-                  f"test accuracy {runs[-1]['test_accuracy']:.4f}, "
-                  f"training {runs[-1]['train_seconds']:.1f} s", flush=True)
+            print(
+                f"{args.name} seed {seed}: val accuracy {runs[-1]['val_accuracy']:.4f}, "
+                f"test accuracy {runs[-1]['test_accuracy']:.4f}, "
+                f"training {runs[-1]['train_seconds']:.1f} s",
+                flush=True,
+            )
             # stored seed by seed: a run stopped after seed 1 keeps seed 1 (and every seed stored before)
             table = store_runs(args.out, args.name, args.overrides, args.choice, runs, args.max_train_seconds)
     print(table)
     return 0
 
 
-def store_runs(out: Path, name: str, overrides: list[str], choice: str | None, runs: list[dict],
-               max_train_seconds: float | None = None) -> str:
+def store_runs(
+    out: Path,
+    name: str,
+    overrides: list[str],
+    choice: str | None,
+    runs: list[dict],
+    max_train_seconds: float | None = None,
+) -> str:
     """Puts `runs` into out/accuracy.json under `name`, rewrites the accuracy section of out/results.md and
     returns its table. With the same overrides, runs of other seeds stored earlier are kept; other overrides
     replace the entry."""
@@ -194,8 +243,10 @@ def store_runs(out: Path, name: str, overrides: list[str], choice: str | None, r
         seeds = {r["seed"] for r in runs}
         runs = sorted([r for r in previous["runs"] if r["seed"] not in seeds] + runs, key=lambda r: r["seed"])
     entries[name] = {"overrides": overrides, "runs": runs}
-    given = {"choice": choice and [part.strip() for part in choice.split("=", 1)],
-             "max_train_seconds": max_train_seconds}
+    given = {
+        "choice": choice and [part.strip() for part in choice.split("=", 1)],
+        "max_train_seconds": max_train_seconds,
+    }
     for key, value in given.items():  # given now, else kept from the same setup's earlier seeds
         if value is not None:
             entries[name][key] = value

@@ -36,12 +36,27 @@ def measure(args, train_images: int) -> list[dict]:
             sizes = [round(train_images * f) for f in args.fractions]
             random.Random(repeat).shuffle(sizes)
             for size in sizes:
-                result = throughput.run_child({"path": "pipeline", "arch": arch, "augment": "none",
-                                               "repeat": repeat, "epochs": args.epochs,
-                                               "limit": size, "overrides": []})
+                result = throughput.run_child(
+                    {
+                        "path": "pipeline",
+                        "arch": arch,
+                        "augment": "none",
+                        "repeat": repeat,
+                        "epochs": args.epochs,
+                        "limit": size,
+                        "overrides": [],
+                    }
+                )
                 seconds = statistics.median(result["epoch_seconds"][1:])
-                points.append({"arch": arch, "images": result["images"], "repeat": repeat, "epoch_seconds": seconds,
-                               "train_mflops_per_image": result["train_flops_per_image"] / 1e6})
+                points.append(
+                    {
+                        "arch": arch,
+                        "images": result["images"],
+                        "repeat": repeat,
+                        "epoch_seconds": seconds,
+                        "train_mflops_per_image": result["train_flops_per_image"] / 1e6,
+                    }
+                )
                 print(f"{arch:12s} {result['images']:6d} images: {seconds:6.2f} s/epoch", flush=True)
     return points
 
@@ -49,26 +64,39 @@ def measure(args, train_images: int) -> list[dict]:
 def table(points: list[dict], archs, sizes: list[int]) -> list[dict]:
     rows = []
     for arch in archs:
-        by_size = {n: statistics.median(p["epoch_seconds"] for p in points if p["arch"] == arch and p["images"] == n)
-                   for n in sizes}
+        by_size = {
+            n: statistics.median(p["epoch_seconds"] for p in points if p["arch"] == arch and p["images"] == n)
+            for n in sizes
+        }
         mflops = next(p["train_mflops_per_image"] for p in points if p["arch"] == arch)
         full = by_size[sizes[-1]]
-        rows.append({"arch": arch, "train_mflops_per_image": mflops, "seconds": by_size,
-                     # a straight line through the points: fixed seconds per epoch + seconds per image
-                     "per_1000_images": 1000 * (full - by_size[sizes[0]]) / (sizes[-1] - sizes[0]),
-                     "effective_gflops": sizes[-1] * mflops / 1e3 / full})
+        rows.append(
+            {
+                "arch": arch,
+                "train_mflops_per_image": mflops,
+                "seconds": by_size,
+                # a straight line through the points: fixed seconds per epoch + seconds per image
+                "per_1000_images": 1000 * (full - by_size[sizes[0]]) / (sizes[-1] - sizes[0]),
+                "effective_gflops": sizes[-1] * mflops / 1e3 / full,
+            }
+        )
     return rows
 
 
 def markdown(rows: list[dict], sizes: list[int], command: str, machine: str) -> str:
     head = " | ".join(f"{n:,} img" for n in sizes)
-    lines = [f"Command: `{command}`; machine: {machine}.", "",
-             f"| architecture | train MFLOP/img | {head} | s per 1,000 img (slope) | GFLOP/s at all |",
-             "|---|---:|" + "---:|" * len(sizes) + "---:|---:|"]
+    lines = [
+        f"Command: `{command}`; machine: {machine}.",
+        "",
+        f"| architecture | train MFLOP/img | {head} | s per 1,000 img (slope) | GFLOP/s at all |",
+        "|---|---:|" + "---:|" * len(sizes) + "---:|---:|",
+    ]
     for r in rows:
         cells = " | ".join(f"{r['seconds'][n]:.2f}" for n in sizes)
-        lines.append(f"| {r['arch']} | {r['train_mflops_per_image']:.1f} | {cells} | {r['per_1000_images']:.3f} "
-                     f"| {r['effective_gflops']:.1f} |")
+        lines.append(
+            f"| {r['arch']} | {r['train_mflops_per_image']:.1f} | {cells} | {r['per_1000_images']:.3f} "
+            f"| {r['effective_gflops']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -88,8 +116,13 @@ def chart(rows: list[dict], sizes: list[int], path: Path) -> None:
     by_size.grid(alpha=0.3)
     for r in rows:
         by_flops.scatter(r["train_mflops_per_image"], r["seconds"][sizes[-1]])
-        by_flops.annotate(r["arch"], (r["train_mflops_per_image"], r["seconds"][sizes[-1]]), fontsize=8,
-                          xytext=(4, 4), textcoords="offset points")
+        by_flops.annotate(
+            r["arch"],
+            (r["train_mflops_per_image"], r["seconds"][sizes[-1]]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     by_flops.set_xscale("log")
     by_flops.set_yscale("log")
     by_flops.set_xlabel("training MFLOP per image (forward x 3)")
@@ -116,8 +149,10 @@ def main() -> None:
     rows = table(points, args.archs, sizes)
     command = "python benchmarks/cost_growth.py" + "".join(f" {a}" for a in sys.argv[1:])
     machine = report_md.machine()
-    (ROOT / "benchmarks/cost_growth.json").write_text(json.dumps(
-        {"machine": machine, "command": command, "points": points, "rows": rows}, indent=2, default=str) + "\n")
+    (ROOT / "benchmarks/cost_growth.json").write_text(
+        json.dumps({"machine": machine, "command": command, "points": points, "rows": rows}, indent=2, default=str)
+        + "\n"
+    )
     chart(rows, sizes, ROOT / "benchmarks/cost_growth.png")
     print(markdown(rows, sizes, command, f"{machine['cpu']}, {machine['cores']} cores, {machine['date']}"))
 

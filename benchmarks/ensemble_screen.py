@@ -14,17 +14,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from accuracy import run_seed  # noqa: E402 - benchmarks/ is a folder of scripts, not a package
-
-from mnist_pipeline.evaluation import ensemble
 from mnist_pipeline.core import signals  # noqa: E402
-from mnist_pipeline.data.prepared import load_split  # noqa: E402
 from mnist_pipeline.core.model_files import load_keras  # noqa: E402
+from mnist_pipeline.data.prepared import load_split  # noqa: E402
+from mnist_pipeline.evaluation import ensemble  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,14 +34,19 @@ def main(argv: list[str] | None = None) -> int:
     with signals.handled(), tempfile.TemporaryDirectory(prefix="mnist-ensemble-") as tmp:
         for seed in args.seeds:
             run = run_seed(args.overrides, seed, Path(tmp))
-            probs.append(load_keras(Path(tmp) / f"seed{seed}" / "model.keras").predict(x_val, batch_size=1024,
-                                                                                        verbose=0))
+            probs.append(
+                load_keras(Path(tmp) / f"seed{seed}" / "model.keras").predict(x_val, batch_size=1024, verbose=0)
+            )
             seconds += run["train_seconds"]
-            print(f"seed {seed}: val accuracy {run['val_accuracy']:.4f}, training {run['train_seconds']:.1f} s",
-                  flush=True)
+            print(
+                f"seed {seed}: val accuracy {run['val_accuracy']:.4f}, training {run['train_seconds']:.1f} s",
+                flush=True,
+            )
     accuracy = ensemble.score(ensemble.average(probs), y_val)["accuracy"]
-    print(f"average of seeds {' '.join(map(str, args.seeds))}: val accuracy {accuracy:.4f}, "
-          f"training {seconds:.1f} s in all")
+    print(
+        f"average of seeds {' '.join(map(str, args.seeds))}: val accuracy {accuracy:.4f}, "
+        f"training {seconds:.1f} s in all"
+    )
     return 0
 
 

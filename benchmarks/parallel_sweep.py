@@ -34,8 +34,12 @@ SETUPS = {  # name: launcher overrides
     "basic launcher: 1 job at a time, every core": [],
     "joblib n_jobs=1": [*JOBLIB, "hydra.launcher.n_jobs=1"],
     "joblib n_jobs=2, threads split (1 each, the default)": [*JOBLIB, "hydra.launcher.n_jobs=2"],
-    "joblib n_jobs=2, threads not split (2 each)": [*JOBLIB, "hydra.launcher.n_jobs=2",
-                                                    "trainer.threads.intra_op=2", "trainer.threads.inter_op=2"],
+    "joblib n_jobs=2, threads not split (2 each)": [
+        *JOBLIB,
+        "hydra.launcher.n_jobs=2",
+        "trainer.threads.intra_op=2",
+        "trainer.threads.inter_op=2",
+    ],
 }
 BASELINE = "joblib n_jobs=1"
 
@@ -44,8 +48,15 @@ def run_sweep(setup: list[str], sweep: list[str], scratch: Path) -> float:
     from mlflow.tracking import MlflowClient
 
     store = f"sqlite:///{scratch / 'mlruns' / 'mlflow.db'}"
-    command = [sys.executable, "-m", "mnist_pipeline.train", "-m", *setup, *sweep,
-               f"hydra.sweep.dir={scratch / 'multirun'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "mnist_pipeline.train",
+        "-m",
+        *setup,
+        *sweep,
+        f"hydra.sweep.dir={scratch / 'multirun'}",
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": store, "TF_CPP_MIN_LOG_LEVEL": "2"}
     started = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -72,22 +83,37 @@ def main(argv: list[str]) -> int:
     names = list(SETUPS)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(args.repeats):
-        order = names[repeat % len(names):] + names[: repeat % len(names)]
+        order = names[repeat % len(names) :] + names[: repeat % len(names)]
         for name in order:
             with tempfile.TemporaryDirectory() as scratch:
                 seconds[name].append(run_sweep(SETUPS[name], sweep, Path(scratch)))
             print(f"repeat {repeat + 1}: {name}: {seconds[name][-1]:.1f} s", flush=True)
 
     mean = {name: statistics.mean(values) for name, values in seconds.items()}
-    results = {"machine": report_md.machine(), "sweep": sweep, "repeats": args.repeats,
-               "setups": {name: {"overrides": SETUPS[name], "seconds": seconds[name], "mean_seconds": mean[name],
-                                 "speedup_vs_baseline": mean[BASELINE] / mean[name]} for name in names}}
+    results = {
+        "machine": report_md.machine(),
+        "sweep": sweep,
+        "repeats": args.repeats,
+        "setups": {
+            name: {
+                "overrides": SETUPS[name],
+                "seconds": seconds[name],
+                "mean_seconds": mean[name],
+                "speedup_vs_baseline": mean[BASELINE] / mean[name],
+            }
+            for name in names
+        },
+    }
     (ROOT / "benchmarks" / "parallel_sweep.json").write_text(json.dumps(results, indent=2) + "\n")
 
     command = "python benchmarks/parallel_sweep.py" + (f" --repeats {args.repeats}" if args.repeats != 2 else "")
-    lines = [f"`{command}`: the sweep `{' '.join(sweep)}` (4 jobs), wall time per sweep, mean of "
-             f"{args.repeats} repeat(s), setups interleaved; speed-up = time of `{BASELINE}` / time.", "",
-             "| setup | wall time (s) | speed-up |", "|---|---:|---:|"]
+    lines = [
+        f"`{command}`: the sweep `{' '.join(sweep)}` (4 jobs), wall time per sweep, mean of "
+        f"{args.repeats} repeat(s), setups interleaved; speed-up = time of `{BASELINE}` / time.",
+        "",
+        "| setup | wall time (s) | speed-up |",
+        "|---|---:|---:|",
+    ]
     for name in names:
         runs = ", ".join(f"{s:.0f}" for s in seconds[name])
         lines.append(f"| {name} | {mean[name]:.0f} ({runs}) | {mean[BASELINE] / mean[name]:.2f} |")

@@ -37,9 +37,11 @@ def machine() -> dict:
 
 
 def describe(m: dict) -> str:
-    return (f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']:.0f} GiB, AVX-512 {'yes' if m['avx512'] else 'no'}, "
-            f"native bf16 {'/'.join(m['bf16']) or 'no'}; Python {m['python']}, TensorFlow {m['tensorflow']}, "
-            f"Keras {m['keras']}; measured {m['date']}")
+    return (
+        f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']:.0f} GiB, AVX-512 {'yes' if m['avx512'] else 'no'}, "
+        f"native bf16 {'/'.join(m['bf16']) or 'no'}; Python {m['python']}, TensorFlow {m['tensorflow']}, "
+        f"Keras {m['keras']}; measured {m['date']}"
+    )
 
 
 def write_section(path: Path, name: str, body: str, machine_line: bool = True) -> None:
@@ -59,4 +61,3 @@ def publish(name: str, lines: list[str]) -> None:
     """A benchmark's table: its section of benchmarks/results.md (this machine named), and the terminal."""
     write_section(Path(__file__).resolve().parent / "results.md", name, "\n".join(lines))
     print("\n".join(lines))
-

@@ -29,10 +29,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import report_md  # noqa: E402 - benchmarks/ is a folder of scripts, not a package
 
-STUDY = ["space=quick", "~search.params",
-         "+search.params={optimizer.lr: {type: float, low: 1e-5, high: 1e-1, log: true}}",
-         "search.train=['model=mlp_32x32','trainer.epochs=2','trainer.batch_size=64']",
-         "~search.pruner", "+search.pruner={_target_: optuna.pruners.NopPruner}"]
+STUDY = [
+    "space=quick",
+    "~search.params",
+    "+search.params={optimizer.lr: {type: float, low: 1e-5, high: 1e-1, log: true}}",
+    "search.train=['model=mlp_32x32','trainer.epochs=2','trainer.batch_size=64']",
+    "~search.pruner",
+    "+search.pruner={_target_: optuna.pruners.NopPruner}",
+]
 SETUPS = {"1 worker, 6 trials": [(5, 6)], "2 workers, 3 trials each": [(5, 3), (6, 3)]}  # (seed, n_trials)
 
 
@@ -40,13 +44,33 @@ def run_study(workers: list[tuple[int, int]], data_dir: Path, scratch: Path) -> 
     import optuna
 
     storage = f"sqlite:///{scratch / 'optuna.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlruns' / 'mlflow.db'}",
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlruns' / 'mlflow.db'}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     started = time.perf_counter()
-    processes = [subprocess.Popen(
-        [sys.executable, "-m", "mnist_pipeline.search", *STUDY, f"n_trials={n}", f"data_dir={data_dir}",
-         f"storage={storage}", f"search.sampler.seed={seed}", f"hydra.run.dir={scratch / f'worker{seed}'}"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for seed, n in workers]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mnist_pipeline.search",
+                *STUDY,
+                f"n_trials={n}",
+                f"data_dir={data_dir}",
+                f"storage={storage}",
+                f"search.sampler.seed={seed}",
+                f"hydra.run.dir={scratch / f'worker{seed}'}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed, n in workers
+    ]
     errors = [p.communicate()[1] for p in processes]
     seconds = time.perf_counter() - started
     for process, stderr in zip(processes, errors):
@@ -78,15 +102,30 @@ def main(argv: list[str]) -> int:
 
     mean = {name: statistics.mean(values) for name, values in seconds.items()}
     baseline = names[0]
-    (ROOT / "benchmarks" / "search_workers.json").write_text(json.dumps(
-        {"machine": report_md.machine(), "data_dir": str(args.data_dir), "repeats": args.repeats,
-         "setups": {n: {"seconds": seconds[n], "outcomes": outcomes[n], "speedup": mean[baseline] / mean[n]}
-                    for n in names}}, indent=2) + "\n")
+    (ROOT / "benchmarks" / "search_workers.json").write_text(
+        json.dumps(
+            {
+                "machine": report_md.machine(),
+                "data_dir": str(args.data_dir),
+                "repeats": args.repeats,
+                "setups": {
+                    n: {"seconds": seconds[n], "outcomes": outcomes[n], "speedup": mean[baseline] / mean[n]}
+                    for n in names
+                },
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     data = "data/prepared" if args.data_dir.resolve() == (ROOT / "data" / "prepared").resolve() else str(args.data_dir)
-    lines = [f"`python benchmarks/search_workers.py`: one study of 6 equal-cost trials (`search=quick` on {data}, "
-             f"learning rate searched, batch 64, no pruning), wall time until the last worker exits, mean of "
-             f"{args.repeats} repeat(s); speed-up = time of `{baseline}` / time.", "",
-             "| setup | wall time (s) | speed-up | trials complete / pruned |", "|---|---:|---:|---|"]
+    lines = [
+        f"`python benchmarks/search_workers.py`: one study of 6 equal-cost trials (`search=quick` on {data}, "
+        f"learning rate searched, batch 64, no pruning), wall time until the last worker exits, mean of "
+        f"{args.repeats} repeat(s); speed-up = time of `{baseline}` / time.",
+        "",
+        "| setup | wall time (s) | speed-up | trials complete / pruned |",
+        "|---|---:|---:|---|",
+    ]
     for name in names:
         runs = ", ".join(f"{s:.0f}" for s in seconds[name])
         states = ", ".join(f"{o['complete']}/{o['pruned']}" for o in outcomes[name])

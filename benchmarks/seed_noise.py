@@ -39,17 +39,23 @@ def pooled_sd(entries: dict, prefix: str, key: str, min_seeds: int) -> tuple[flo
 
 def seeds_needed(sd: float, delta: float) -> int:
     """Seeds per setup for a two-sample comparison to find a true difference `delta`."""
-    return math.ceil(2 * (Z_SIGNIFICANCE + Z_POWER) ** 2 * sd ** 2 / delta ** 2)
+    return math.ceil(2 * (Z_SIGNIFICANCE + Z_POWER) ** 2 * sd**2 / delta**2)
 
 
 def markdown(entries: dict, prefix: str, min_seeds: int, seeds: int, deltas: list[float]) -> str:
-    head = (f"| accuracy | sd of one seed | degrees of freedom | SE of a difference of two {seeds}-seed means | "
-            + " | ".join(f"seeds per setup to find {d:g} points" for d in deltas) + " |")
+    head = (
+        f"| accuracy | sd of one seed | degrees of freedom | SE of a difference of two {seeds}-seed means | "
+        + " | ".join(f"seeds per setup to find {d:g} points" for d in deltas)
+        + " |"
+    )
     lines = [head, "|---" * (4 + len(deltas)) + "|"]
     for label, key in (("validation", "val_accuracy"), ("test", "test_accuracy")):
         sd, dof, names = pooled_sd(entries, prefix, key, min_seeds)
-        lines.append(f"| {label} | {sd:.3f} | {dof} | {sd * math.sqrt(2 / seeds):.3f} | "
-                     + " | ".join(str(seeds_needed(sd, d)) for d in deltas) + " |")
+        lines.append(
+            f"| {label} | {sd:.3f} | {dof} | {sd * math.sqrt(2 / seeds):.3f} | "
+            + " | ".join(str(seeds_needed(sd, d)) for d in deltas)
+            + " |"
+        )
     return "\n".join([*lines, "", f"Pooled over {len(names)} entries: " + "; ".join(names) + "."])
 
 
@@ -61,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delta", type=float, nargs="+", default=[0.05, 0.1], help="differences, in points")
     parser.add_argument("--store", type=Path, default=ROOT / "benchmarks" / "accuracy.json")
     args = parser.parse_args(argv)
-    print(markdown(json.loads(args.store.read_text())["entries"], args.prefix, args.min_seeds, args.seeds,
-                   args.delta))
+    print(markdown(json.loads(args.store.read_text())["entries"], args.prefix, args.min_seeds, args.seeds, args.delta))
     return 0
 
 

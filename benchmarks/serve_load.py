@@ -90,17 +90,35 @@ def bodies(x: np.ndarray, y: np.ndarray, oversized_mib: float, proxied: bool, rn
     big_valid = as_json(x[big])
     return {
         "valid, 1 image": [Body(as_json(x[[i]]), labels=y[[i]]) for i in pick[:200]],
-        "valid, 32 images": [Body(as_json(x[pick[i:i + 32]]), labels=y[pick[i:i + 32]]) for i in range(0, 640, 32)],
-        "malformed JSON": [Body(one[:-3]), Body(b"not json"), Body(b'{"inputs": [[[0.5]]'), Body(b"\xff\xfe{}"),
-                           Body(one + b"}")],
-        "wrong shape": [Body(as_json(x[:1, ..., 0])), Body(as_json(x[:1].reshape(1, 784))), Body(as_json(x[:1, :27])),
-                        Body(as_json(np.repeat(x[:1], 3, axis=-1))), Body(b'{"inputs": []}'),
-                        Body(json.dumps({"inputs": [x[0].tolist(), x[1, :27].tolist()]}).encode())],  # ragged
-        "wrong type": [Body(as_json(np.full((1, 28, 28, 1), "a"))), Body(b'{"inputs": null}'),
-                       Body(b'{"inputs": {"a": 1}}'), Body(b'{"pixels": [0.5]}'), Body(b"[0.5]")],
+        "valid, 32 images": [Body(as_json(x[pick[i : i + 32]]), labels=y[pick[i : i + 32]]) for i in range(0, 640, 32)],
+        "malformed JSON": [
+            Body(one[:-3]),
+            Body(b"not json"),
+            Body(b'{"inputs": [[[0.5]]'),
+            Body(b"\xff\xfe{}"),
+            Body(one + b"}"),
+        ],
+        "wrong shape": [
+            Body(as_json(x[:1, ..., 0])),
+            Body(as_json(x[:1].reshape(1, 784))),
+            Body(as_json(x[:1, :27])),
+            Body(as_json(np.repeat(x[:1], 3, axis=-1))),
+            Body(b'{"inputs": []}'),
+            Body(json.dumps({"inputs": [x[0].tolist(), x[1, :27].tolist()]}).encode()),
+        ],  # ragged
+        "wrong type": [
+            Body(as_json(np.full((1, 28, 28, 1), "a"))),
+            Body(b'{"inputs": null}'),
+            Body(b'{"inputs": {"a": 1}}'),
+            Body(b'{"pixels": [0.5]}'),
+            Body(b"[0.5]"),
+        ],
         "empty body": [Body(b"")],
-        "wrong content type": [Body(one, "text/plain"), Body(one, "application/x-www-form-urlencoded"),
-                               Body(one, "application/json; charset=latin-1")],
+        "wrong content type": [
+            Body(one, "text/plain"),
+            Body(one, "application/x-www-form-urlencoded"),
+            Body(one, "application/json; charset=latin-1"),
+        ],
         # Over the proxy's limit: a valid batch it must stop. Without one: big bodies refused on content.
         "oversized": [Body(big_valid)] if proxied else [Body(big_valid[:-3]), Body(as_json(x[big, ..., 0]))],
     }
@@ -143,8 +161,15 @@ def check(body: Body, status: int | None, data: bytes) -> tuple[str | None, int]
     return None, int((probs.argmax(axis=1) == body.labels).sum())
 
 
-def run_load(port: int, payloads: dict[str, list[Body]], requests: int, clients: int, seed: int,
-             time_limit: float, timeout: float = 120) -> dict:
+def run_load(
+    port: int,
+    payloads: dict[str, list[Body]],
+    requests: int,
+    clients: int,
+    seed: int,
+    time_limit: float,
+    timeout: float = 120,
+) -> dict:
     """Send `requests` requests from `clients` threads; per kind: statuses, latencies, broken guarantees."""
     rng = np.random.default_rng(seed)
     names = list(KINDS)
@@ -166,8 +191,14 @@ def run_load(port: int, payloads: dict[str, list[Body]], requests: int, clients:
             status, data, error = post(conn, body)
             seconds = time.perf_counter() - started
             failure, correct = check(body, status, data)
-            results[i] = {"kind": kind, "status": status, "ms": seconds * 1000, "failure": error or failure,
-                          "images": 0 if body.labels is None else len(body.labels), "correct": correct}
+            results[i] = {
+                "kind": kind,
+                "status": status,
+                "ms": seconds * 1000,
+                "failure": error or failure,
+                "images": 0 if body.labels is None else len(body.labels),
+                "correct": correct,
+            }
         conn.close()
 
     started = time.perf_counter()
@@ -185,8 +216,8 @@ def run_load(port: int, payloads: dict[str, list[Body]], requests: int, clients:
         ms = [r["ms"] for r in rows]
         statuses = [str(r["status"]) for r in rows]
         per_kind[name] = {
-            "requests": len(rows), "body_bytes": [min(len(b.data) for b in payloads[name]),
-                                                  max(len(b.data) for b in payloads[name])],
+            "requests": len(rows),
+            "body_bytes": [min(len(b.data) for b in payloads[name]), max(len(b.data) for b in payloads[name])],
             "statuses": {s: statuses.count(s) for s in sorted(set(statuses))},
             "p50_ms": float(np.percentile(ms, 50)) if ms else None,
             "p99_ms": float(np.percentile(ms, 99)) if ms else None,
@@ -198,13 +229,19 @@ def run_load(port: int, payloads: dict[str, list[Body]], requests: int, clients:
     statuses = [r["status"] for r in done]
     ms = [r["ms"] for r in done]
     return {
-        "requests": requests, "sent": len(done), "clients": clients, "seed": seed, "seconds": wall,
+        "requests": requests,
+        "sent": len(done),
+        "clients": clients,
+        "seed": seed,
+        "seconds": wall,
         "requests_per_s": len(done) / wall,
-        "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
         "status_counts": {str(s): statuses.count(s) for s in sorted(set(statuses), key=str)},
         "5xx": sum(s is not None and s >= 500 for s in statuses),
         "connection_errors": statuses.count(None),
-        "failed": sum(bool(r["failure"]) for r in done), "kinds": per_kind,
+        "failed": sum(bool(r["failure"]) for r in done),
+        "kinds": per_kind,
     }
 
 
@@ -213,8 +250,14 @@ def server_pid(port: int) -> int | None:
     import psutil
 
     try:
-        return next((c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
-                     and c.status == psutil.CONN_LISTEN), None)
+        return next(
+            (
+                c.pid
+                for c in psutil.net_connections("tcp")
+                if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+            ),
+            None,
+        )
     except psutil.AccessDenied:
         return None
 
@@ -281,8 +324,11 @@ http {{
 }}
 """)
     log = (prefix / "nginx.log").open("w")
-    proxy = subprocess.Popen([exe, "-p", str(prefix), "-e", "stderr", "-c", str(prefix / "nginx.conf"),
-                              "-g", "daemon off;"], stdout=log, stderr=subprocess.STDOUT)
+    proxy = subprocess.Popen(
+        [exe, "-p", str(prefix), "-e", "stderr", "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         for _ in range(50):
             try:
@@ -311,9 +357,21 @@ def prepared_data(data_dir: Path, scratch: Path) -> Path:
     if not os.environ.get("MNIST_MIRROR"):
         sys.exit(f"{data_dir} has no prepared data and MNIST_MIRROR is not set: run `python3 dev.py repro prepare`")
     result = subprocess.run(
-        [sys.executable, "-m", "mnist_pipeline.prepare", f"data.raw_dir={scratch / 'raw'}", "data.limit=10000",
-         f"data.prepared_dir={scratch / 'prepared'}", f"hydra.run.dir={scratch / 'hydra-prepare'}", "data.sources=[]"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "mnist_pipeline.prepare",
+            f"data.raw_dir={scratch / 'raw'}",
+            "data.limit=10000",
+            f"data.prepared_dir={scratch / 'prepared'}",
+            f"hydra.run.dir={scratch / 'hydra-prepare'}",
+            "data.sources=[]",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if result.returncode != 0:
         sys.exit(f"prepare failed:\n{result.stderr[-3000:]}")
     return scratch / "prepared"
@@ -324,26 +382,53 @@ def train_model(prepared: Path, scratch: Path, epochs: int = 1) -> tuple[str, st
     (model URI, tracking URI)."""
     store = f"sqlite:///{scratch / 'mlruns' / 'mlflow.db'}"
     result = subprocess.run(
-        [sys.executable, "-m", "mnist_pipeline.train", "experiment=fast", f"trainer.epochs={epochs}",
-         f"data_dir={prepared}", f"output_dir={scratch / 'model'}", f"hydra.run.dir={scratch / 'hydra-train'}"],
-        cwd=ROOT, env={**os.environ, "MLFLOW_TRACKING_URI": store, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True, text=True, timeout=1200)
+        [
+            sys.executable,
+            "-m",
+            "mnist_pipeline.train",
+            "experiment=fast",
+            f"trainer.epochs={epochs}",
+            f"data_dir={prepared}",
+            f"output_dir={scratch / 'model'}",
+            f"hydra.run.dir={scratch / 'hydra-train'}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": store, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     if result.returncode != 0:
         sys.exit(f"training failed:\n{result.stderr[-3000:]}")
     return json.loads((scratch / "model" / "run.json").read_text())["model_uri"], store
 
 
-def benchmark(port: int, pid: int | None, payloads: dict[str, list[Body]], requests: int, clients: int, seed: int,
-              time_limit: float) -> dict:
+def benchmark(
+    port: int,
+    pid: int | None,
+    payloads: dict[str, list[Body]],
+    requests: int,
+    clients: int,
+    seed: int,
+    time_limit: float,
+) -> dict:
     """The load, then the known 500s, then whether the server (process `pid`) still serves; verdict in `passed`."""
     load = run_load(port, payloads, requests, clients, seed, time_limit)
     load["server_peak_rss_mib"] = peak_rss_mib(pid)
     load["known_500"] = probe_known_500(port)
-    load["after"] = {**still_serving(port, payloads["valid, 1 image"][0]),
-                     "process_alive": pid is not None and Path(f"/proc/{pid}").exists()}
-    load["passed"] = (load["sent"] == requests and load["failed"] == 0 and load["5xx"] == 0
-                      and load["connection_errors"] == 0 and load["after"]["ping"] == 200
-                      and load["after"]["problem"] is None and load["after"]["process_alive"])
+    load["after"] = {
+        **still_serving(port, payloads["valid, 1 image"][0]),
+        "process_alive": pid is not None and Path(f"/proc/{pid}").exists(),
+    }
+    load["passed"] = (
+        load["sent"] == requests
+        and load["failed"] == 0
+        and load["5xx"] == 0
+        and load["connection_errors"] == 0
+        and load["after"]["ping"] == 200
+        and load["after"]["problem"] is None
+        and load["after"]["process_alive"]
+    )
     return load
 
 
@@ -351,28 +436,40 @@ def markdown(setup: str, load: dict, command: str) -> list[str]:
     def ms(value):
         return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
-    lines = [f"`{command}`: {load['sent']:,} of {load['requests']:,} requests from {load['clients']} clients "
-             f"(seed {load['seed']}) to {setup}, in {load['seconds']:.1f} s: **{load['requests_per_s']:.1f} "
-             f"requests/s**, latency p50 {ms(load['p50_ms'])} ms, p99 {ms(load['p99_ms'])} ms. Statuses: "
-             + ", ".join(f"{s}: {n:,}" for s, n in load["status_counts"].items())
-             + f"; 5xx: {load['5xx']}, connection errors: {load['connection_errors']}, broken guarantees: "
-             f"{load['failed']}. Server peak RSS {ms(load['server_peak_rss_mib'])} MiB.", "",
-             "| kind | share | requests | body bytes | statuses | p50 ms | p99 ms | guarantee |",
-             "|---|---:|---:|---|---|---:|---:|---|"]
+    lines = [
+        f"`{command}`: {load['sent']:,} of {load['requests']:,} requests from {load['clients']} clients "
+        f"(seed {load['seed']}) to {setup}, in {load['seconds']:.1f} s: **{load['requests_per_s']:.1f} "
+        f"requests/s**, latency p50 {ms(load['p50_ms'])} ms, p99 {ms(load['p99_ms'])} ms. Statuses: "
+        + ", ".join(f"{s}: {n:,}" for s, n in load["status_counts"].items())
+        + f"; 5xx: {load['5xx']}, connection errors: {load['connection_errors']}, broken guarantees: "
+        f"{load['failed']}. Server peak RSS {ms(load['server_peak_rss_mib'])} MiB.",
+        "",
+        "| kind | share | requests | body bytes | statuses | p50 ms | p99 ms | guarantee |",
+        "|---|---:|---:|---|---|---:|---:|---|",
+    ]
     for name, k in load["kinds"].items():
         low, high = k["body_bytes"]
         size = f"{low:,}" if low == high else f"{low:,} to {high:,}"
-        want = (f"200, (n, 10) summing to 1 ({k['digits_right'][0]:,}/{k['digits_right'][1]:,} digits right)"
-                if name.startswith("valid") else "4xx")
+        want = (
+            f"200, (n, 10) summing to 1 ({k['digits_right'][0]:,}/{k['digits_right'][1]:,} digits right)"
+            if name.startswith("valid")
+            else "4xx"
+        )
         verdict = "held" if k["failed"] == 0 else f"**broken {k['failed']}x**: {k['failures'][0]}"
-        lines.append(f"| {name} | {KINDS[name]:.0%} | {k['requests']:,} | {size} | "
-                     f"{', '.join(f'{s}: {n:,}' for s, n in k['statuses'].items())} | {ms(k['p50_ms'])} | "
-                     f"{ms(k['p99_ms'])} | {want}: {verdict} |")
+        lines.append(
+            f"| {name} | {KINDS[name]:.0%} | {k['requests']:,} | {size} | "
+            f"{', '.join(f'{s}: {n:,}' for s, n in k['statuses'].items())} | {ms(k['p50_ms'])} | "
+            f"{ms(k['p99_ms'])} | {want}: {verdict} |"
+        )
     after = load["after"]
-    lines += ["", "After the load: " + ", ".join(f"{name}: {status}" for name, status in load["known_500"].items())
-              + f" (known MLflow 500s, sent once each); then /ping {after['ping']}, a valid request "
-              f"{after['valid_request']}, server process alive: {after['process_alive']}. "
-              f"**Guarantees {'held' if load['passed'] else 'BROKEN'}.**"]
+    lines += [
+        "",
+        "After the load: "
+        + ", ".join(f"{name}: {status}" for name, status in load["known_500"].items())
+        + f" (known MLflow 500s, sent once each); then /ping {after['ping']}, a valid request "
+        f"{after['valid_request']}, server process alive: {after['process_alive']}. "
+        f"**Guarantees {'held' if load['passed'] else 'BROKEN'}.**",
+    ]
     return lines
 
 
@@ -384,11 +481,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--time-limit", type=float, default=900, help="seconds for the whole load (default 900)")
     parser.add_argument("--oversized-mib", type=float, default=8.0, help="size of the oversized bodies (default 8)")
     parser.add_argument("--max-body-mib", type=float, help="put nginx in front with this client_max_body_size")
-    parser.add_argument("--model-uri", help="serve this model of MLFLOW_TRACKING_URI's store (an absolute URI; "
-                        "default: the project's mlruns/mlflow.db) instead of training one")
+    parser.add_argument(
+        "--model-uri",
+        help="serve this model of MLFLOW_TRACKING_URI's store (an absolute URI; "
+        "default: the project's mlruns/mlflow.db) instead of training one",
+    )
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "prepared")
-    parser.add_argument("--threaded", action="store_true", help="uvicorn's own event loop: MLflow predicts "
-                        "concurrent requests in concurrent threads (Keras' predict is not thread-safe)")
+    parser.add_argument(
+        "--threaded",
+        action="store_true",
+        help="uvicorn's own event loop: MLflow predicts "
+        "concurrent requests in concurrent threads (Keras' predict is not thread-safe)",
+    )
     args = parser.parse_args(argv)
     if args.max_body_mib is not None and not 0 < args.max_body_mib < args.oversized_mib:
         sys.exit("--max-body-mib must be above 0 and below --oversized-mib")
@@ -404,8 +508,9 @@ def main(argv: list[str]) -> int:
             model_uri, tracking_uri = train_model(prepared, scratch)
             print(f"trained {model_uri} in {time.perf_counter() - started:.0f} s", flush=True)
         test = np.load(prepared / "test.npz")
-        payloads = bodies(test["x"], test["y"], args.oversized_mib, args.max_body_mib is not None,
-                          np.random.default_rng(args.seed))
+        payloads = bodies(
+            test["x"], test["y"], args.oversized_mib, args.max_body_mib is not None, np.random.default_rng(args.seed)
+        )
         loop = {"UVICORN_LOOP": "auto"} if args.threaded else None  # else serving.ENV, model_server's default
         with model_server(model_uri, tracking_uri, scratch, loop) as direct:
             pid = server_pid(direct)
@@ -413,20 +518,42 @@ def main(argv: list[str]) -> int:
             with proxy as port:
                 load = benchmark(port, pid, payloads, args.requests, args.clients, args.seed, args.time_limit)
 
-    setup = ("`mlflow models serve` behind nginx (`client_max_body_size "
-             f"{args.max_body_mib:g}m`)" if args.max_body_mib else "`mlflow models serve` directly (no size limit)")
+    setup = (
+        f"`mlflow models serve` behind nginx (`client_max_body_size {args.max_body_mib:g}m`)"
+        if args.max_body_mib
+        else "`mlflow models serve` directly (no size limit)"
+    )
     key = "direct" if args.max_body_mib is None else f"nginx client_max_body_size {args.max_body_mib:g}m"
     if args.threaded:
         setup, key = f"{setup}, predicting in MLflow's concurrent threads", f"{key}, threaded"
-    command = "python benchmarks/serve_load.py" + "".join(
-        f" --{name.replace('_', '-')} {value:g}" if isinstance(value, float) else f" --{name.replace('_', '-')} {value}"
-        for name, default in [("requests", 2000), ("clients", 8), ("seed", 0), ("oversized_mib", 8.0),
-                              ("max_body_mib", None), ("model_uri", None)]
-        if (value := getattr(args, name)) != default) + (" --threaded" if args.threaded else "")
+    command = (
+        "python benchmarks/serve_load.py"
+        + "".join(
+            f" --{name.replace('_', '-')} {value:g}"
+            if isinstance(value, float)
+            else f" --{name.replace('_', '-')} {value}"
+            for name, default in [
+                ("requests", 2000),
+                ("clients", 8),
+                ("seed", 0),
+                ("oversized_mib", 8.0),
+                ("max_body_mib", None),
+                ("model_uri", None),
+            ]
+            if (value := getattr(args, name)) != default
+        )
+        + (" --threaded" if args.threaded else "")
+    )
     out = ROOT / "benchmarks" / "serve_load.json"
     saved = json.loads(out.read_text()) if out.is_file() else {}
-    saved[key] = {"machine": report_md.machine(), "command": command, "model_uri": model_uri,
-                  "oversized_mib": args.oversized_mib, "max_body_mib": args.max_body_mib, **load}
+    saved[key] = {
+        "machine": report_md.machine(),
+        "command": command,
+        "model_uri": model_uri,
+        "oversized_mib": args.oversized_mib,
+        "max_body_mib": args.max_body_mib,
+        **load,
+    }
     out.write_text(json.dumps(saved, indent=2) + "\n")
     section = "serve load" + ("" if args.max_body_mib is None else " nginx") + (" threaded" if args.threaded else "")
     report_md.publish(section, markdown(setup, load, command))

@@ -54,8 +54,9 @@ def compose(arch: str, augment: str, overrides: list[str]):
     from mnist_pipeline.core.workspace import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("train", overrides=[f"model={arch}", f"augment={augment}", "output_dir=unused",
-                                                 *overrides])
+        return hydra_compose(
+            "train", overrides=[f"model={arch}", f"augment={augment}", "output_dir=unused", *overrides]
+        )
 
 
 class EpochTimer:
@@ -92,8 +93,7 @@ def notebook_model(cfg, augment: str):
             keras.layers.RandomZoom(a.zoom),
         ]
         model = keras.Sequential([keras.Input((28, 28, 1)), *chained, model], name=f"{model.name}_augmented")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -110,22 +110,36 @@ def measure(spec: dict) -> dict:
     epochs = 1 + spec["epochs"]
     if spec["path"] == "pipeline":
         from mnist_pipeline.ml.fit import prepare_fit
-
         from mnist_pipeline.ml.inputs import steps_per_epoch
 
         cfg.trainer.epochs = epochs
         model, dataset, _ = prepare_fit(cfg, x, y, num_classes=10)
-        model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch(len(x), cfg.trainer.batch_size),
-                  verbose=0, callbacks=[timer])
-        settings = {"batch_size": cfg.trainer.batch_size, "precision": model.dtype_policy.name,
-                    "steps_per_execution": cfg.trainer.steps_per_execution}
+        model.fit(
+            dataset,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch(len(x), cfg.trainer.batch_size),
+            verbose=0,
+            callbacks=[timer],
+        )
+        settings = {
+            "batch_size": cfg.trainer.batch_size,
+            "precision": model.dtype_policy.name,
+            "steps_per_execution": cfg.trainer.steps_per_execution,
+        }
     else:
         import keras
 
         keras.utils.set_random_seed(cfg.trainer.seed)
         model = notebook_model(cfg, spec["augment"])
-        model.fit(x.astype(np.float64), y, batch_size=NOTEBOOK_BATCH, epochs=epochs, shuffle=True, verbose=0,
-                  callbacks=[timer])
+        model.fit(
+            x.astype(np.float64),
+            y,
+            batch_size=NOTEBOOK_BATCH,
+            epochs=epochs,
+            shuffle=True,
+            verbose=0,
+            callbacks=[timer],
+        )
         settings = {"batch_size": NOTEBOOK_BATCH, "precision": "float32", "steps_per_execution": 1}
     timed = timer.seconds[1:]
     return {
@@ -186,8 +200,9 @@ def child(spec: dict) -> None:
 
 
 def run_child(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], cwd=ROOT, capture_output=True, text=True
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"measurement {spec} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -200,17 +215,28 @@ def schedule(args) -> list[dict]:
     for repeat in range(args.repeats):
         for arch in args.archs:
             for augment in args.augments:
-                pair = [{"path": path, "arch": arch, "augment": augment, "repeat": repeat, "epochs": args.epochs,
-                         "limit": args.limit, "overrides": args.pipeline_override}
-                        for path in args.paths]
+                pair = [
+                    {
+                        "path": path,
+                        "arch": arch,
+                        "augment": augment,
+                        "repeat": repeat,
+                        "epochs": args.epochs,
+                        "limit": args.limit,
+                        "overrides": args.pipeline_override,
+                    }
+                    for path in args.paths
+                ]
                 specs += pair if repeat % 2 == 0 else pair[::-1]
     return specs
 
 
 def summarize(measurements: list[dict], peak: dict) -> list[dict]:
     rows = []
-    keys = sorted({(m["arch"], m["augment"]) for m in measurements},
-                  key=lambda k: (ARCHS.index(k[0]) if k[0] in ARCHS else 99, k[1]))
+    keys = sorted(
+        {(m["arch"], m["augment"]) for m in measurements},
+        key=lambda k: (ARCHS.index(k[0]) if k[0] in ARCHS else 99, k[1]),
+    )
     for arch, augment in keys:
         by_path = {}
         for path in ("pipeline", "notebook"):
@@ -226,14 +252,18 @@ def summarize(measurements: list[dict], peak: dict) -> list[dict]:
                 "precision": runs[0]["precision"],
             }
         pipeline_peak = peak["bfloat16"] if by_path["pipeline"]["precision"] == "mixed_bfloat16" else peak["float32"]
-        rows.append({
-            "arch": arch, "augment": augment,
-            "train_mflops_per_image": flops / 1e6,
-            "pipeline": by_path["pipeline"], "notebook": by_path["notebook"],
-            "ratio": by_path["pipeline"]["images_per_second"] / by_path["notebook"]["images_per_second"],
-            "pipeline_share_of_peak": by_path["pipeline"]["gflops"] / pipeline_peak,
-            "notebook_share_of_peak": by_path["notebook"]["gflops"] / peak["float32"],
-        })
+        rows.append(
+            {
+                "arch": arch,
+                "augment": augment,
+                "train_mflops_per_image": flops / 1e6,
+                "pipeline": by_path["pipeline"],
+                "notebook": by_path["notebook"],
+                "ratio": by_path["pipeline"]["images_per_second"] / by_path["notebook"]["images_per_second"],
+                "pipeline_share_of_peak": by_path["pipeline"]["gflops"] / pipeline_peak,
+                "notebook_share_of_peak": by_path["notebook"]["gflops"] / peak["float32"],
+            }
+        )
     return rows
 
 
@@ -256,7 +286,8 @@ def markdown(rows: list[dict], peak: dict, args, command: str) -> str:
             f"| **{r['ratio']:.2f}** | {a['batch_size']}, {a['precision']} "
             f"| {a['peak_rss_mib']:,.0f} / {b['peak_rss_mib']:,.0f} | {r['train_mflops_per_image']:.1f} "
             f"| {a['gflops']:.1f} ({100 * r['pipeline_share_of_peak']:.0f}%) "
-            f"| {b['gflops']:.1f} ({100 * r['notebook_share_of_peak']:.0f}%) |")
+            f"| {b['gflops']:.1f} ({100 * r['notebook_share_of_peak']:.0f}%) |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -268,10 +299,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1, help="timed epochs after the warm-up epoch")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--limit", type=int, default=0, help="use the first N training images (0: all)")
-    parser.add_argument("--pipeline-override", action="append", default=[], metavar="KEY=VALUE",
-                        help="a Hydra override for (a) only, to try other settings (repeatable)")
-    parser.add_argument("--paths", nargs="+", default=["pipeline", "notebook"], choices=["pipeline", "notebook"],
-                        help="measure only one side while exploring settings (the report needs both)")
+    parser.add_argument(
+        "--pipeline-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override for (a) only, to try other settings (repeatable)",
+    )
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        default=["pipeline", "notebook"],
+        choices=["pipeline", "notebook"],
+        help="measure only one side while exploring settings (the report needs both)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks", help="where results.json/.md go")
     args = parser.parse_args(argv)
     if args.child:
@@ -289,8 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     for spec in schedule(args):
         result = run_child(spec)
         measurements.append(result)
-        print(f"{spec['path']:>8} {spec['arch']:>12} {spec['augment']:>8}: {result['images_per_second']:8,.0f} img/s"
-              f"  epochs {', '.join(f'{s:.1f}' for s in result['epoch_seconds'])} s", flush=True)
+        print(
+            f"{spec['path']:>8} {spec['arch']:>12} {spec['augment']:>8}: {result['images_per_second']:8,.0f} img/s"
+            f"  epochs {', '.join(f'{s:.1f}' for s in result['epoch_seconds'])} s",
+            flush=True,
+        )
     if len(args.paths) < 2:
         return 0
     peak_after = run_child({"kind": "matmul", "n": MATMUL_N})["gflops"]  # bracket the run: drift shows here
@@ -299,9 +343,19 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(rows, peak, args, command)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "throughput.json").write_text(json.dumps(
-        {"machine": report_md.machine(), "command": command, "matmul_peak_gflops": peak, "rows": rows,
-         "measurements": measurements}, indent=2) + "\n")
+    (args.out / "throughput.json").write_text(
+        json.dumps(
+            {
+                "machine": report_md.machine(),
+                "command": command,
+                "matmul_peak_gflops": peak,
+                "rows": rows,
+                "measurements": measurements,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     report_md.write_section(args.out / "results.md", "throughput", table)
     return 0
 

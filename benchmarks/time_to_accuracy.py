@@ -53,14 +53,21 @@ def summarise(runs: list[dict], budgets: dict[str, float]) -> list[dict]:
     for preset in dict.fromkeys(r["preset"] for r in runs):
         for epochs in sorted({r["epochs"] for r in runs if r["preset"] == preset}):
             point = [r for r in runs if r["preset"] == preset and r["epochs"] == epochs]
-            rows.append({"preset": preset, "epochs": epochs, "seeds": [r["seed"] for r in point],
-                         "train_seconds": statistics.mean(r["train_seconds"] for r in point),
-                         "train_seconds_max": max(r["train_seconds"] for r in point),
-                         "val_accuracy": statistics.mean(r["val_accuracy"] for r in point),
-                         "test_accuracy": statistics.mean(r["test_accuracy"] for r in point),
-                         "test_min": min(r["test_accuracy"] for r in point),
-                         "test_max": max(r["test_accuracy"] for r in point), "budget": budgets[preset],
-                         "chosen": False})
+            rows.append(
+                {
+                    "preset": preset,
+                    "epochs": epochs,
+                    "seeds": [r["seed"] for r in point],
+                    "train_seconds": statistics.mean(r["train_seconds"] for r in point),
+                    "train_seconds_max": max(r["train_seconds"] for r in point),
+                    "val_accuracy": statistics.mean(r["val_accuracy"] for r in point),
+                    "test_accuracy": statistics.mean(r["test_accuracy"] for r in point),
+                    "test_min": min(r["test_accuracy"] for r in point),
+                    "test_max": max(r["test_accuracy"] for r in point),
+                    "budget": budgets[preset],
+                    "chosen": False,
+                }
+            )
         within = [row for row in rows if row["preset"] == preset and row["train_seconds_max"] <= budgets[preset]]
         if within:
             max(within, key=lambda row: row["val_accuracy"])["chosen"] = True
@@ -72,22 +79,32 @@ def chosen(row: dict) -> str:
 
 
 def markdown(rows: list[dict], command: str) -> str:
-    lines = [f"Command: `{command}`.", "",
-             "| preset | epochs | seeds | mean (max) training s | mean val accuracy | mean test accuracy (min-max) "
-             "| chosen on validation within the budget |",
-             "|---|---:|---|---:|---:|---:|---|"]
+    lines = [
+        f"Command: `{command}`.",
+        "",
+        "| preset | epochs | seeds | mean (max) training s | mean val accuracy | mean test accuracy (min-max) "
+        "| chosen on validation within the budget |",
+        "|---|---:|---|---:|---:|---:|---|",
+    ]
     for row in rows:
-        lines.append(f"| {row['preset']} | {row['epochs']} | {' '.join(map(str, row['seeds']))} "
-                     f"| {row['train_seconds']:.1f} ({row['train_seconds_max']:.1f}) | {100 * row['val_accuracy']:.2f}% "
-                     f"| {100 * row['test_accuracy']:.2f}% ({100 * row['test_min']:.2f}-{100 * row['test_max']:.2f}) "
-                     f"| {chosen(row)} |")
+        lines.append(
+            f"| {row['preset']} | {row['epochs']} | {' '.join(map(str, row['seeds']))} "
+            f"| {row['train_seconds']:.1f} ({row['train_seconds_max']:.1f}) | {100 * row['val_accuracy']:.2f}% "
+            f"| {100 * row['test_accuracy']:.2f}% ({100 * row['test_min']:.2f}-{100 * row['test_max']:.2f}) "
+            f"| {chosen(row)} |"
+        )
     lines.append("")
     for preset in dict.fromkeys(row["preset"] for row in rows):
         reached = [row for row in rows if row["preset"] == preset and row["test_accuracy"] >= TARGET]
         first = min(reached, key=lambda row: row["train_seconds"]) if reached else None
-        lines.append(f"- `{preset}`: time to {100 * TARGET:g}% mean test accuracy "
-                     + (f"**{first['train_seconds']:.1f} s** ({first['epochs']} epochs)." if first
-                        else "not reached by the epochs measured."))
+        lines.append(
+            f"- `{preset}`: time to {100 * TARGET:g}% mean test accuracy "
+            + (
+                f"**{first['train_seconds']:.1f} s** ({first['epochs']} epochs)."
+                if first
+                else "not reached by the epochs measured."
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -103,14 +120,26 @@ def chart(rows: list[dict], path: Path) -> None:
         own = [row for row in rows if row["preset"] == preset]
         seconds = [row["train_seconds"] for row in own]
         errors = [[100 * (1 - row["test_max"]) for row in own], [100 * (1 - row["test_min"]) for row in own]]
-        line = ax.plot(seconds, [100 * (1 - row["test_accuracy"]) for row in own], marker="o",
-                       label=f"{preset}: test")[0]
+        line = ax.plot(seconds, [100 * (1 - row["test_accuracy"]) for row in own], marker="o", label=f"{preset}: test")[
+            0
+        ]
         ax.fill_between(seconds, *errors, color=line.get_color(), alpha=0.15)
-        ax.plot(seconds, [100 * (1 - row["val_accuracy"]) for row in own], marker=".", linestyle="--",
-                color=line.get_color(), label=f"{preset}: validation")
+        ax.plot(
+            seconds,
+            [100 * (1 - row["val_accuracy"]) for row in own],
+            marker=".",
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{preset}: validation",
+        )
         for row in own:
-            ax.annotate(f"{row['epochs']} ep", (row["train_seconds"], 100 * (1 - row["test_accuracy"])),
-                        fontsize=8, xytext=(4, 4), textcoords="offset points")
+            ax.annotate(
+                f"{row['epochs']} ep",
+                (row["train_seconds"], 100 * (1 - row["test_accuracy"])),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
     ax.axhline(100 * (1 - TARGET), color="grey", linestyle=":", label=f"{100 * TARGET:g}% accuracy")
     ax.set_yscale("log")
     percent = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}%")
@@ -143,12 +172,16 @@ def main(argv: list[str] | None = None) -> int:
                     workdir.mkdir(exist_ok=True)
                     run = accuracy.run_seed([f"experiment={preset}", f"trainer.epochs={epochs}"], seed, workdir)
                     runs.append({"preset": preset, **run, "epochs": epochs})
-                    print(f"{preset} {epochs} epochs seed {seed}: {run['train_seconds']:.1f} s, "
-                          f"val {run['val_accuracy']:.4f}, test {run['test_accuracy']:.4f}", flush=True)
+                    print(
+                        f"{preset} {epochs} epochs seed {seed}: {run['train_seconds']:.1f} s, "
+                        f"val {run['val_accuracy']:.4f}, test {run['test_accuracy']:.4f}",
+                        flush=True,
+                    )
     rows = summarise(runs, {preset: budget for preset, (_, budget) in presets.items()})
     command = "python benchmarks/time_to_accuracy.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
-    (ROOT / "benchmarks/time_to_accuracy.json").write_text(json.dumps(
-        {"command": command, "runs": runs, "rows": rows}, indent=2) + "\n")
+    (ROOT / "benchmarks/time_to_accuracy.json").write_text(
+        json.dumps({"command": command, "runs": runs, "rows": rows}, indent=2) + "\n"
+    )
     chart(rows, ROOT / "benchmarks/time_to_accuracy.png")
     report_md.publish("time to accuracy", markdown(rows, command).splitlines())
     return 0

@@ -22,14 +22,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from mnist_pipeline.evaluation import metrics
-from mnist_pipeline.core import plots
-from mnist_pipeline.core import validate
+from mnist_pipeline.core import plots, validate
 from mnist_pipeline.core.atomic import all_or_nothing
-from mnist_pipeline.data.prepared import describe, load_split
 from mnist_pipeline.core.model_files import load_keras
-from mnist_pipeline.evaluation.files import read_json, save_probabilities
 from mnist_pipeline.core.stage import hydra_stage
+from mnist_pipeline.data.prepared import describe, load_split
+from mnist_pipeline.evaluation import metrics
+from mnist_pipeline.evaluation.files import read_json, save_probabilities
 from mnist_pipeline.tracking import artifacts, datasets, store
 
 log = logging.getLogger(__name__)
@@ -67,41 +66,66 @@ def evaluate(cfg: DictConfig) -> dict:
     y_pred = np.argmax(probs, axis=1)
     wrong = np.flatnonzero(y_pred != y_test)[: cfg.misclassified_shown]
 
-    test_metrics = {f"test_{k}": summary[k] for k in
-                    ("loss", "accuracy", "macro_precision", "macro_recall", "macro_f1", "errors")}
+    test_metrics = {
+        f"test_{k}": summary[k] for k in ("loss", "accuracy", "macro_precision", "macro_recall", "macro_f1", "errors")
+    }
     logged = dict(test_metrics)
     for row in summary["per_class"]:
         for key in ("precision", "recall", "f1"):
             logged[f"test_{key}_{row['index']}"] = row[key]  # by index: metric keys stay plain
 
     epochs = range(len(history["history"]["loss"]))
-    evaluation = {"variant": variant, **test_metrics, "per_class": summary["per_class"],
-                  "confusion_matrix": summary["confusion_matrix"]}
+    evaluation = {
+        "variant": variant,
+        **test_metrics,
+        "per_class": summary["per_class"],
+        "confusion_matrix": summary["confusion_matrix"],
+    }
     store.setup(cfg.tracking)
     # Every output is staged first and logged to the run, then all are moved into place at once: a failure
     # or signal part-way leaves the previous outputs whole, never old and new mixed.
     with all_or_nothing() as outputs:
         figure_dir = outputs.folder(plots_dir / "figures" / variant)
         figures = [
-            plots.confusion_matrix(np.array(summary["confusion_matrix"]), figure_dir / "confusion_matrix.png",
-                                   classes, title=f"{variant}: test accuracy {summary['accuracy']:.4f}"),
-            plots.image_grid(x_test[wrong], [f"true {classes[y_test[i]]}\npred {classes[y_pred[i]]}"
-                                             for i in wrong], figure_dir / "misclassified.png"),
+            plots.confusion_matrix(
+                np.array(summary["confusion_matrix"]),
+                figure_dir / "confusion_matrix.png",
+                classes,
+                title=f"{variant}: test accuracy {summary['accuracy']:.4f}",
+            ),
+            plots.image_grid(
+                x_test[wrong],
+                [f"true {classes[y_test[i]]}\npred {classes[y_pred[i]]}" for i in wrong],
+                figure_dir / "misclassified.png",
+            ),
         ]
-        _write(outputs.file(plots_dir / "predictions" / f"{variant}.csv"),
-               _csv(["actual", "predicted"], zip(y_test.tolist(), y_pred.tolist())))
-        _write(outputs.file(plots_dir / "per_class" / f"{variant}.json"),
-               json.dumps(summary["per_class"], indent=2) + "\n")
-        _write(outputs.file(plots_dir / "curves" / f"{variant}.csv"), _csv(
-            ["epoch", *CURVE_KEYS], ([e, *(history["history"][k][e] for k in CURVE_KEYS)] for e in epochs)))
+        _write(
+            outputs.file(plots_dir / "predictions" / f"{variant}.csv"),
+            _csv(["actual", "predicted"], zip(y_test.tolist(), y_pred.tolist())),
+        )
+        _write(
+            outputs.file(plots_dir / "per_class" / f"{variant}.json"), json.dumps(summary["per_class"], indent=2) + "\n"
+        )
+        _write(
+            outputs.file(plots_dir / "curves" / f"{variant}.csv"),
+            _csv(["epoch", *CURVE_KEYS], ([e, *(history["history"][k][e] for k in CURVE_KEYS)] for e in epochs)),
+        )
         save_probabilities(outputs.file(Path(cfg.probabilities_file)), val=(val_probs, y_val), test=(probs, y_test))
         _write(outputs.file(Path(cfg.metrics_file)), json.dumps(test_metrics, indent=2) + "\n")
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
             artifacts.log_to_run(run_info["run_id"], logged, [*figures, Path(tmp) / "evaluation.json"], "test")
         datasets.log_splits_to_run(run_info["run_id"], dataset, Path(cfg.data_dir), {"test": (x_test, y_test)})
-    log.info("evaluate %s: test accuracy %.4f, loss %.4f -> %s, %s/*/%s* (run %s)", variant, summary["accuracy"],
-             summary["loss"], cfg.metrics_file, plots_dir, variant, run_info["run_id"])
+    log.info(
+        "evaluate %s: test accuracy %.4f, loss %.4f -> %s, %s/*/%s* (run %s)",
+        variant,
+        summary["accuracy"],
+        summary["loss"],
+        cfg.metrics_file,
+        plots_dir,
+        variant,
+        run_info["run_id"],
+    )
     return evaluation
 
 

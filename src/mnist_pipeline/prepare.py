@@ -16,14 +16,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
 
-from mnist_pipeline.core import plots
-from mnist_pipeline.core import validate
+from mnist_pipeline.core import plots, validate
+from mnist_pipeline.core.errors import ConfigError
+from mnist_pipeline.core.stage import hydra_stage
 from mnist_pipeline.data.fetch import FetchSettings, fetch_file
 from mnist_pipeline.data.idx import check_pair, parse_images, parse_labels, read_payload
 from mnist_pipeline.data.prepared import class_counts, scale, write_prepared
 from mnist_pipeline.data.split import stratified_split
-from mnist_pipeline.core.errors import ConfigError
-from mnist_pipeline.core.stage import hydra_stage
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,10 @@ def check_settings(cfg: DictConfig) -> None:
     validate.integer(cfg, "data.download.retries", minimum=1)
     validate.number(cfg, "data.download.backoff", at_least=0.0)
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", str(cfg.data.get("name"))):
-        raise ConfigError(f"data.name must be a short lower-case name (a-z, 0-9, _ and -: it names folders and "
-                          f"the registered model), got {cfg.data.get('name')!r}")
+        raise ConfigError(
+            f"data.name must be a short lower-case name (a-z, 0-9, _ and -: it names folders and "
+            f"the registered model), got {cfg.data.get('name')!r}"
+        )
     classes = list(cfg.data.classes) if isinstance(cfg.data.get("classes"), ListConfig) else None
     if not classes or len(classes) < 2 or len(set(map(str, classes))) != len(classes) or len(classes) > 256:
         raise ConfigError(f"data.classes must list 2 to 256 distinct class names, got {cfg.data.get('classes')!r}")
@@ -62,7 +63,9 @@ def prepare(cfg: DictConfig) -> dict:
     check_settings(cfg)
     data = cfg.data
     raw_dir = Path(data.raw_dir)
-    settings = FetchSettings(timeout=data.download.timeout, retries=data.download.retries, backoff=data.download.backoff)
+    settings = FetchSettings(
+        timeout=data.download.timeout, retries=data.download.retries, backoff=data.download.backoff
+    )
     sources = source_list(data)
     classes = [str(c) for c in data.classes]
 
@@ -71,12 +74,19 @@ def prepare(cfg: DictConfig) -> dict:
         spec = data.files[key]
         fetched = fetch_file(spec.name, spec.sha256, raw_dir, sources, settings)
         payload = read_payload(fetched.path)
-        arrays[key] = (parse_images(payload, spec.name, tuple(data.image_size)) if key.endswith("images")
-                       else parse_labels(payload, spec.name, len(classes)))
+        arrays[key] = (
+            parse_images(payload, spec.name, tuple(data.image_size))
+            if key.endswith("images")
+            else parse_labels(payload, spec.name, len(classes))
+        )
         files_meta[key] = {"file": spec.name, "payload_sha256": spec.sha256, "source": fetched.source}
     for part in ("train", "test"):
-        check_pair(arrays[f"{part}_images"], arrays[f"{part}_labels"],
-                   data.files[f"{part}_images"].name, data.files[f"{part}_labels"].name)
+        check_pair(
+            arrays[f"{part}_images"],
+            arrays[f"{part}_labels"],
+            data.files[f"{part}_images"].name,
+            data.files[f"{part}_labels"].name,
+        )
 
     limit = data.limit or None  # 0: every image
     x_pool, y_pool = arrays["train_images"][:limit], arrays["train_labels"][:limit]
@@ -110,8 +120,14 @@ def prepare(cfg: DictConfig) -> dict:
 
     write_prepared(Path(data.prepared_dir), splits, metadata, extra=sample_grid)
     counts = metadata["counts"]
-    log.info("prepare %s: %d train / %d val / %d test images -> %s", data.name, counts["train"], counts["val"],
-             counts["test"], data.prepared_dir)
+    log.info(
+        "prepare %s: %d train / %d val / %d test images -> %s",
+        data.name,
+        counts["train"],
+        counts["val"],
+        counts["test"],
+        data.prepared_dir,
+    )
     return metadata
 
 

@@ -66,14 +66,24 @@ def objective_for(cfg: DictConfig, parent_run_id: str):
         values = space.suggest(trial, cfg.space.params)
         overrides = space.overrides(cfg.space, values)
         pruning = PruneOnValidation(trial)
-        tags = {"optuna.study": cfg.study_name, "optuna.trial": str(trial.number), "optuna.state": "RUNNING",
-                "optuna.suggested": json.dumps(values)}
-        record = train.train(trial_config(cfg, trial.number, overrides), extra_callbacks=[pruning], tags=tags,
-                             overrides=overrides, parent_run_id=parent_run_id)
+        tags = {
+            "optuna.study": cfg.study_name,
+            "optuna.trial": str(trial.number),
+            "optuna.state": "RUNNING",
+            "optuna.suggested": json.dumps(values),
+        }
+        record = train.train(
+            trial_config(cfg, trial.number, overrides),
+            extra_callbacks=[pruning],
+            tags=tags,
+            overrides=overrides,
+            parent_run_id=parent_run_id,
+        )
         value = record["history"]["val_accuracy"][record["best_epoch"] or 0]
         if pruning.pruned_at is not None:
-            runs.update_run(record["run_id"], tags={"optuna.state": "PRUNED",
-                                                    "optuna.pruned_at_epoch": str(pruning.pruned_at)})
+            runs.update_run(
+                record["run_id"], tags={"optuna.state": "PRUNED", "optuna.pruned_at_epoch": str(pruning.pruned_at)}
+            )
             raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
         runs.update_run(record["run_id"], tags={"optuna.state": "COMPLETE", "optuna.value": repr(value)})
         return value
@@ -87,16 +97,26 @@ def search(cfg: DictConfig) -> dict:
     shared = study.open_study(cfg, uri)
     experiment_id = store.setup(cfg.tracking)
     parent = parents.shared_parent_run(
-        experiment_id, f"study {cfg.study_name}",
+        experiment_id,
+        f"study {cfg.study_name}",
         {"optuna.study": cfg.study_name, "optuna.storage": study.shown(uri), "mnist.role": "study"},
-        params={"direction": cfg.space.direction, "train": list(cfg.space.train),
-                **{f"space.{k}": OmegaConf.to_container(v) for k, v in cfg.space.params.items()}})
+        params={
+            "direction": cfg.space.direction,
+            "train": list(cfg.space.train),
+            **{f"space.{k}": OmegaConf.to_container(v) for k, v in cfg.space.params.items()},
+        },
+    )
     runs.update_run(parent, status="RUNNING")
     log.info("study %s in %s: MLflow parent run %s", cfg.study_name, study.shown(uri), parent)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the stage logs each trial itself
-    shared.optimize(objective_for(cfg, parent), n_trials=cfg.n_trials, timeout=cfg.timeout,
-                    callbacks=[lambda s, trial: study.record_best(s, parent)], catch=(ConfigError,))
+    shared.optimize(
+        objective_for(cfg, parent),
+        n_trials=cfg.n_trials,
+        timeout=cfg.timeout,
+        callbacks=[lambda s, trial: study.record_best(s, parent)],
+        catch=(ConfigError,),
+    )
 
     states = [t.state for t in shared.trials]
     counts = {s.name.lower(): states.count(s) for s in optuna.trial.TrialState if states.count(s)}
@@ -104,25 +124,37 @@ def search(cfg: DictConfig) -> dict:
     if counts.get("complete"):
         best = shared.best_trial
         overrides = space.overrides(cfg.space, best.params)
-        header = (f"# Best trial {best.number} of Optuna study {cfg.study_name!r} (validation accuracy "
-                  f"{best.value:.4f}).\n# Copy to conf/experiment/<name>.yaml, then: "
-                  "python -m mnist_pipeline.train experiment=<name>\n")
+        header = (
+            f"# Best trial {best.number} of Optuna study {cfg.study_name!r} (validation accuracy "
+            f"{best.value:.4f}).\n# Copy to conf/experiment/<name>.yaml, then: "
+            "python -m mnist_pipeline.train experiment=<name>\n"
+        )
         text = preset.preset(overrides, header)
         preset_file = Path(cfg.output_dir) / f"best_{cfg.study_name}.yaml"
         preset_file.parent.mkdir(parents=True, exist_ok=True)
         preset_file.write_text(text)
         artifacts.log_text_to(parent, text, "best_trial.yaml")
-        summary.update(best_trial=best.number, best_value=best.value, best_params=best.params,
-                       command=preset.command(overrides), preset=str(preset_file))
+        summary.update(
+            best_trial=best.number,
+            best_value=best.value,
+            best_params=best.params,
+            command=preset.command(overrides),
+            preset=str(preset_file),
+        )
     if study.all_workers_done(shared):
         study.record_best(shared, parent)  # tags have no step: the last worker out writes the final ones
         runs.update_run(parent, status="FINISHED")  # the last worker out ends the parent run
 
-    print(f"study {cfg.study_name} ({study.shown(uri)}): " + ", ".join(f"{n} {s}" for s, n in counts.items())
-          + " trials, all workers")
+    print(
+        f"study {cfg.study_name} ({study.shown(uri)}): "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + " trials, all workers"
+    )
     if "command" in summary:
-        print(f"best: trial {summary['best_trial']}, validation accuracy {summary['best_value']:.4f}\n"
-              f"  {summary['command']}\npreset: {summary['preset']} (copy it to conf/experiment/)")
+        print(
+            f"best: trial {summary['best_trial']}, validation accuracy {summary['best_value']:.4f}\n"
+            f"  {summary['command']}\npreset: {summary['preset']} (copy it to conf/experiment/)"
+        )
     return summary
 
 

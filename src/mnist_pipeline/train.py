@@ -19,7 +19,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
@@ -117,8 +117,10 @@ def concurrent_jobs() -> int:
 def print_first_prediction(model, x_test: np.ndarray, y_test: np.ndarray, classes) -> None:
     """As the notebooks end: the probabilities for the first test image and their argmax."""
     probs = model.predict(x_test[:1], verbose=0)[0]
-    print(f"first test image: label {classes[int(y_test[0])]}, predicted {classes[int(np.argmax(probs))]} "
-          f"(p={probs.max():.4f})")
+    print(
+        f"first test image: label {classes[int(y_test[0])]}, predicted {classes[int(np.argmax(probs))]} "
+        f"(p={probs.max():.4f})"
+    )
     print("probabilities: " + " ".join(f"{c}:{p:.4f}" for c, p in zip(classes, probs)), flush=True)
 
 
@@ -132,15 +134,23 @@ def resume_point(cfg: DictConfig, state: Path, settings: str) -> resume.Snapshot
     its run is still in the store."""
     start = resume.latest(state, settings)
     if start is not None and not runs.find_run(start.state["run_id"]):
-        log.warning("resume: run %s is not in the store (%s): starting from scratch", start.state["run_id"],
-                    store.tracking_uri(cfg.tracking))
+        log.warning(
+            "resume: run %s is not in the store (%s): starting from scratch",
+            start.state["run_id"],
+            store.tracking_uri(cfg.tracking),
+        )
         resume.discard(state)
         return None
     return start
 
 
-def train(cfg: DictConfig, extra_callbacks: Sequence = (), tags: Mapping[str, str] | None = None,
-          overrides: Sequence[str] | None = None, parent_run_id: str | None = None) -> dict:
+def train(
+    cfg: DictConfig,
+    extra_callbacks: Sequence = (),
+    tags: Mapping[str, str] | None = None,
+    overrides: Sequence[str] | None = None,
+    parent_run_id: str | None = None,
+) -> dict:
     """One training, one MLflow run. Called by Hydra with the config alone; a caller that drives trainings
     itself (the search) adds Keras callbacks, run tags, the overrides that made `cfg` and a parent run."""
     check_settings(cfg)
@@ -155,20 +165,32 @@ def train(cfg: DictConfig, extra_callbacks: Sequence = (), tags: Mapping[str, st
     start = resume_point(cfg, state, settings)
     first_epoch = start.epochs if start else 0
     # a bad model config fails here, before any run
-    model, train_ds, build = prepare_fit(cfg, x_train, y_train, len(dataset.classes), jobs=concurrent_jobs(),
-                                         first_epoch=first_epoch)
+    model, train_ds, build = prepare_fit(
+        cfg, x_train, y_train, len(dataset.classes), jobs=concurrent_jobs(), first_epoch=first_epoch
+    )
     val_ds = inputs.eval_dataset(x_val, y_val)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
 
-    with runs.training_run(cfg.variant, config, {**run_tags(cfg, dataset), **(tags or {})}, parent_run_id,
-                           resume_run_id=start.state["run_id"] if start else None) as run:
+    with runs.training_run(
+        cfg.variant,
+        config,
+        {**run_tags(cfg, dataset), **(tags or {})},
+        parent_run_id,
+        resume_run_id=start.state["run_id"] if start else None,
+    ) as run:
         # The outputs are committed before the run ends FINISHED: a finished run always has its folder.
         with atomic_dir(output_dir) as staging:
             if start:
-                log.info("%s: resuming run %s after epoch %d of %d", cfg.variant, run.info.run_id, start.epochs,
-                         cfg.trainer.epochs)
-                logged = epochs.log_missing_epochs(run.info.run_id, start.state["history"],
-                                                   epochs.logged_epochs(run.info.run_id))
+                log.info(
+                    "%s: resuming run %s after epoch %d of %d",
+                    cfg.variant,
+                    run.info.run_id,
+                    start.epochs,
+                    cfg.trainer.epochs,
+                )
+                logged = epochs.log_missing_epochs(
+                    run.info.run_id, start.state["history"], epochs.logged_epochs(run.info.run_id)
+                )
             else:
                 logged = set()
                 log_setup(cfg, model, x_train, staging, overrides)
@@ -176,16 +198,27 @@ def train(cfg: DictConfig, extra_callbacks: Sequence = (), tags: Mapping[str, st
 
             best, stateful = callbacks.callbacks(cfg.trainer, cfg.optimizer)
             checkpoint = resume.Checkpoint(
-                state, start, {"run_id": run.info.run_id, "config_sha256": settings},
-                stateful={type(cb).__name__: cb for cb in stateful})
+                state,
+                start,
+                {"run_id": run.info.run_id, "config_sha256": settings},
+                stateful={type(cb).__name__: cb for cb in stateful},
+            )
             model.fit(
-                train_ds, validation_data=val_ds, epochs=cfg.trainer.epochs, initial_epoch=first_epoch,
+                train_ds,
+                validation_data=val_ds,
+                epochs=cfg.trainer.epochs,
+                initial_epoch=first_epoch,
                 steps_per_epoch=inputs.steps_per_epoch(len(x_train), cfg.trainer.batch_size),
                 shuffle=False,  # train_ds shuffles
                 # the epoch's state is saved (checkpoint) before it is logged: a kill between the two is
                 # made good on resume (log_missing_epochs); one after leaves it logged once (`logged`)
-                callbacks=[callbacks.EpochStats(), *stateful, checkpoint,
-                           callbacks.EpochLogger(epochs.log_epoch, logged), *extra_callbacks],
+                callbacks=[
+                    callbacks.EpochStats(),
+                    *stateful,
+                    checkpoint,
+                    callbacks.EpochLogger(epochs.log_epoch, logged),
+                    *extra_callbacks,
+                ],
                 verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
             )
             record = {
@@ -198,21 +231,34 @@ def train(cfg: DictConfig, extra_callbacks: Sequence = (), tags: Mapping[str, st
             curves = plots.training_curves(record["history"], staging / "training_curves.png", title=cfg.variant)
             artifacts.log_file(curves)
             model = export.export_copy(model, build)
-            model_uri = logged_models.log_keras_model(model, x_val[:1], step=best.best_epoch or 0,
-                                                      metadata=dataset.as_metadata())
+            model_uri = logged_models.log_keras_model(
+                model, x_val[:1], step=best.best_epoch or 0, metadata=dataset.as_metadata()
+            )
             model.save(staging / "model.keras")
             (staging / "history.json").write_text(json.dumps(record, indent=2) + "\n")
-            (staging / "run.json").write_text(json.dumps({
-                "run_id": run.info.run_id,
-                "experiment_id": run.info.experiment_id,
-                "tracking_uri": store.tracking_uri(cfg.tracking),
-                "model_uri": model_uri,
-                "variant": cfg.variant,
-            }, indent=2) + "\n")
+            (staging / "run.json").write_text(
+                json.dumps(
+                    {
+                        "run_id": run.info.run_id,
+                        "experiment_id": run.info.experiment_id,
+                        "tracking_uri": store.tracking_uri(cfg.tracking),
+                        "model_uri": model_uri,
+                        "variant": cfg.variant,
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
         resume.discard(state)  # the outputs are in place: nothing left to resume
     print_first_prediction(model, x_test, y_test, dataset.classes)
-    log.info("train %s: best epoch %d of %d, val_accuracy %.4f -> %s", cfg.variant, (best.best_epoch or 0) + 1,
-             len(record["history"]["loss"]), record["history"]["val_accuracy"][best.best_epoch or 0], output_dir)
+    log.info(
+        "train %s: best epoch %d of %d, val_accuracy %.4f -> %s",
+        cfg.variant,
+        (best.best_epoch or 0) + 1,
+        len(record["history"]["loss"]),
+        record["history"]["val_accuracy"][best.best_epoch or 0],
+        output_dir,
+    )
     return {**record, "run_id": run.info.run_id}
 
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from mnist_pipeline.core.workspace import CONF_DIR
 
 
-class Failed(Exception):
+class CommandError(Exception):
     """A command failed; `code` is its exit code (the message was printed already)."""
 
     def __init__(self, code: int) -> None:
@@ -29,8 +29,12 @@ def defaults() -> dict[str, str]:
     (conf/tracking/mlflow.yaml), as the pipeline uses them."""
     registry = OmegaConf.load(CONF_DIR / "report.yaml").registry
     tracking = OmegaConf.load(CONF_DIR / "tracking" / "mlflow.yaml")
-    return {"model_name": registry.model_name, "alias": registry.alias, "tracking_uri": tracking.tracking_uri,
-            "dataset": "mnist"}
+    return {
+        "model_name": registry.model_name,
+        "alias": registry.alias,
+        "tracking_uri": tracking.tracking_uri,
+        "dataset": "mnist",
+    }
 
 
 def registered_model(dataset: str) -> str:
@@ -38,8 +42,11 @@ def registered_model(dataset: str) -> str:
 
 
 def tracking_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help=f"MLflow store (default: $MLFLOW_TRACKING_URI, else {defaults()['tracking_uri']})")
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help=f"MLflow store (default: $MLFLOW_TRACKING_URI, else {defaults()['tracking_uri']})",
+    )
 
 
 def open_store(args: argparse.Namespace) -> None:
@@ -49,9 +56,9 @@ def open_store(args: argparse.Namespace) -> None:
     store.use(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or defaults()["tracking_uri"])
 
 
-def fail(message: str, code: int = 1) -> Failed:
+def fail(message: str, code: int = 1) -> CommandError:
     print(f"error: {message}", file=sys.stderr, flush=True)
-    return Failed(code)
+    return CommandError(code)
 
 
 @contextmanager
@@ -59,14 +66,15 @@ def reported(code: int = 1, also: tuple[type[BaseException], ...] = ()) -> Itera
     """A PipelineError (or one of `also`) inside the block: its one line on stderr, then exit `code`."""
     from mnist_pipeline.core.errors import PipelineError
 
+    caught: tuple[type[BaseException], ...] = (PipelineError, *also)
     try:
         yield
-    except (PipelineError, *also) as exc:
+    except caught as exc:
         raise fail(str(exc), code) from None
 
 
 def run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         return command(args)
-    except Failed as failed:
+    except CommandError as failed:
         return failed.code

@@ -32,63 +32,94 @@ def _top(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mnist-pipeline",
-                                     description="Use the models trained by the pipeline.")
+    parser = argparse.ArgumentParser(prog="mnist-pipeline", description="Use the models trained by the pipeline.")
     commands = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
     predict = commands.add_parser(
-        "predict", help="classify images (PNG, JPEG or .npy)",
+        "predict",
+        help="classify images (PNG, JPEG or .npy)",
         description="Print the predicted class of each image, one line per image. PNG/JPEG pictures of any "
-                    "size or polarity are normalized like the model's dataset (MNIST: the digit fit to 20x20 and "
-                    "centred by mass in 28x28); .npy arrays must already be in its form (for 28x28 images: "
-                    "(28, 28), (28, 28, 1) or a batch (n, 28, 28[, 1]); uint8 0..255 or floats in [0, 1]). Class "
-                    "names, image size and preprocessing come from the model's metadata.",
+        "size or polarity are normalized like the model's dataset (MNIST: the digit fit to 20x20 and "
+        "centred by mass in 28x28); .npy arrays must already be in its form (for 28x28 images: "
+        "(28, 28), (28, 28, 1) or a batch (n, 28, 28[, 1]); uint8 0..255 or floats in [0, 1]). Class "
+        "names, image size and preprocessing come from the model's metadata.",
     )
     predict.add_argument("images", nargs="+", metavar="IMAGE", type=Path, help="a PNG/JPEG picture or an .npy array")
-    predict.add_argument("--dataset", default=defaults()["dataset"], metavar="NAME",
-                         help="use this dataset's champion, models:/<NAME>-classifier@champion (default: %(default)s)")
+    predict.add_argument(
+        "--dataset",
+        default=defaults()["dataset"],
+        metavar="NAME",
+        help="use this dataset's champion, models:/<NAME>-classifier@champion (default: %(default)s)",
+    )
     predict.add_argument("--model", metavar="URI", help="an MLflow model URI instead of the dataset's champion")
     tracking_option(predict)
-    predict.add_argument("--top", type=_top, default=3, metavar="K",
-                         help="how many of the most likely classes to list (default: %(default)s)")
+    predict.add_argument(
+        "--top",
+        type=_top,
+        default=3,
+        metavar="K",
+        help="how many of the most likely classes to list (default: %(default)s)",
+    )
     predict.set_defaults(command=predict_command)
 
     registry = commands.add_parser(
-        "registry", help="list the registered model's versions, or roll the champion alias back",
+        "registry",
+        help="list the registered model's versions, or roll the champion alias back",
         description="Without an action: every version of the registered model with its tags (variant, "
-                    "validation and test accuracy, data hash, git commit, DVC experiment); * marks the alias "
-                    "holder. `rollback VERSION` moves the alias to that earlier version.")
+        "validation and test accuracy, data hash, git commit, DVC experiment); * marks the alias "
+        "holder. `rollback VERSION` moves the alias to that earlier version.",
+    )
     registry.add_argument("action", nargs="?", choices=("list", "rollback"), default="list")
     registry.add_argument("version", nargs="?", type=int, metavar="VERSION", help="for rollback: the version")
-    registry.add_argument("--dataset", default=defaults()["dataset"], metavar="NAME",
-                          help="the dataset whose registered model, <NAME>-classifier, to use (default: %(default)s)")
+    registry.add_argument(
+        "--dataset",
+        default=defaults()["dataset"],
+        metavar="NAME",
+        help="the dataset whose registered model, <NAME>-classifier, to use (default: %(default)s)",
+    )
     registry.add_argument("--name", help="a registered model by name instead")
     registry.add_argument("--alias", default=defaults()["alias"], help="alias (default: %(default)s)")
     tracking_option(registry)
     registry.set_defaults(command=registry_command)
 
     server = commands.add_parser(
-        "server", help="start, check or stop a shared MLflow tracking server on PostgreSQL",
+        "server",
+        help="start, check or stop a shared MLflow tracking server on PostgreSQL",
         description="`start`: a PostgreSQL cluster of its own in --dir (unless --database-uri names one) and "
-                    "`mlflow server` on it, artifacts served through the server; clients then need only "
-                    "MLFLOW_TRACKING_URI=http://HOST:PORT. `stop` ends both. --auth turns on MLflow's basic-auth "
-                    "app (needs MLFLOW_FLASK_SERVER_SECRET_KEY and MLFLOW_AUTH_ADMIN_PASSWORD).")
+        "`mlflow server` on it, artifacts served through the server; clients then need only "
+        "MLFLOW_TRACKING_URI=http://HOST:PORT. `stop` ends both. --auth turns on MLflow's basic-auth "
+        "app (needs MLFLOW_FLASK_SERVER_SECRET_KEY and MLFLOW_AUTH_ADMIN_PASSWORD).",
+    )
     server.add_argument("action", choices=("start", "status", "stop"))
-    server.add_argument("--dir", type=Path, default=None, metavar="DIR",
-                        help="where the server keeps everything (default: .mlflow-server in the project)")
+    server.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the server keeps everything (default: .mlflow-server in the project)",
+    )
     server.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     server.add_argument("--port", type=int, default=5000, help="(default: %(default)s)")
-    server.add_argument("--database-uri", metavar="URI", help="an existing PostgreSQL database for the runs, "
-                        "e.g. postgresql+psycopg://user:password@host:5432/mlflow")
+    server.add_argument(
+        "--database-uri",
+        metavar="URI",
+        help="an existing PostgreSQL database for the runs, e.g. postgresql+psycopg://user:password@host:5432/mlflow",
+    )
     server.add_argument("--auth", action="store_true", help="MLflow's basic-auth app: every request needs a login")
-    server.add_argument("--allowed-hosts", metavar="HOSTS", help="comma-separated Host headers the server answers, "
-                        "e.g. mlflow.example.org,10.0.0.5:5000 (protection against DNS rebinding)")
+    server.add_argument(
+        "--allowed-hosts",
+        metavar="HOSTS",
+        help="comma-separated Host headers the server answers, "
+        "e.g. mlflow.example.org,10.0.0.5:5000 (protection against DNS rebinding)",
+    )
     server.set_defaults(command=server_command)
 
     stale = commands.add_parser(
-        "runs", help="find (and end) RUNNING runs whose process died",
+        "runs",
+        help="find (and end) RUNNING runs whose process died",
         description="`stale`: every RUNNING run with the process that owns it and whether that process is "
-                    "alive; a run whose process on this host is gone (kill -9, power loss) is `dead`. "
-                    "--clean ends the dead ones KILLED. Runs owned on another host are listed, never ended.")
+        "alive; a run whose process on this host is gone (kill -9, power loss) is `dead`. "
+        "--clean ends the dead ones KILLED. Runs owned on another host are listed, never ended.",
+    )
     stale.add_argument("action", choices=("stale",))
     stale.add_argument("--clean", action="store_true", help="end the dead runs KILLED")
     tracking_option(stale)

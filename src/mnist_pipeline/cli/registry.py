@@ -6,8 +6,15 @@ import argparse
 
 from mnist_pipeline.cli.common import fail, open_store, registered_model, reported
 
-VERSION_COLUMNS = (("version", 7), ("variant", 22), ("val acc", 8), ("test acc", 8), ("data", 12),
-                   ("commit", 10), ("dvc exp", 16))
+VERSION_COLUMNS = (
+    ("version", 7),
+    ("variant", 22),
+    ("val acc", 8),
+    ("test acc", 8),
+    ("data", 12),
+    ("commit", 10),
+    ("dvc exp", 16),
+)
 
 
 def format_versions(versions, alias: str, holder: int | None) -> str:
@@ -25,9 +32,15 @@ def format_versions(versions, alias: str, holder: int | None) -> str:
     lines = ["  " + " ".join(f"{name:<{width}}" for name, width in VERSION_COLUMNS)]
     for v in versions:
         t = v.tags
-        values = (f"v{v.number}", t.get("variant", "-"), accuracy(t.get("val_accuracy")),
-                  accuracy(t.get("test_accuracy")), t.get("data.sha256", "-")[:12] or "-",
-                  t.get("git.commit", "-")[:10] or "-", t.get("dvc.exp") or "-")
+        values = (
+            f"v{v.number}",
+            t.get("variant", "-"),
+            accuracy(t.get("val_accuracy")),
+            accuracy(t.get("test_accuracy")),
+            t.get("data.sha256", "-")[:12] or "-",
+            t.get("git.commit", "-")[:10] or "-",
+            t.get("dvc.exp") or "-",
+        )
         mark = "*" if v.number == holder else " "
         lines.append(f"{mark} " + " ".join(f"{cell(x, w):<{w}}" for x, (_, w) in zip(values, VERSION_COLUMNS)))
     lines.append(f"* = @{alias}")

@@ -18,8 +18,10 @@ def runs_command(args: argparse.Namespace) -> int:
     for item in found:
         run = item.run
         state = "dead, ended KILLED" if run.info.run_id in ended else item.verdict
-        print(f"{run.info.run_id}  {run.info.run_name or '-':<24} {state:<18} "
-              f"{run.data.tags.get(stale.OWNER_TAG, '(no owner tag)')}")
+        print(
+            f"{run.info.run_id}  {run.info.run_name or '-':<24} {state:<18} "
+            f"{run.data.tags.get(stale.OWNER_TAG, '(no owner tag)')}"
+        )
     dead = sum(item.verdict == "dead" for item in found)
     if dead and not args.clean:
         print(f"{dead} dead: `mnist-pipeline runs stale --clean` ends them KILLED")

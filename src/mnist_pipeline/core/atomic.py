@@ -17,15 +17,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from mnist_pipeline.core import processes
-from mnist_pipeline.core import signals
+from mnist_pipeline.core import processes, signals
 
 
 def clear_leftovers(path: Path) -> list[Path]:
     """Remove the staging paths of `path` whose writer process is gone; returns what was removed."""
     removed = []
     for leftover in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
-        pid = leftover.name[len(Path(path).name) + 2:].split(".", 1)[0]
+        pid = leftover.name[len(Path(path).name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and not processes.alive(int(pid)):
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
             removed.append(leftover)
@@ -111,6 +110,5 @@ def atomic_dir(out_dir: Path) -> Iterator[Path]:
 @contextmanager
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """Yield a binary file beside `path` that replaces `path` once written in full, or vanishes on error."""
-    with all_or_nothing() as outputs:
-        with open(outputs.file(path), "wb") as f:
-            yield f
+    with all_or_nothing() as outputs, open(outputs.file(path), "wb") as f:
+        yield f

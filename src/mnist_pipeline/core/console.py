@@ -22,6 +22,7 @@ MNIST_PIPELINE_TF_LOGS=1 (or an explicit TF_CPP_MIN_LOG_LEVEL=0) leaves stderr u
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -32,8 +33,10 @@ _FILTERED = "MNIST_PIPELINE_STDERR_FILTER"  # device:inode of the pipe: a child 
 
 # An absl (`I0000 00:00:1795600614.044446   15526 port.cc:153] `) or TSL (`2025-09-17 14:44:05.157831: I
 # external/.../cudart_stub.cc:32] `) INFO line: which file logged it and the message.
-_INFO_LINE = re.compile(rb"^(?:I\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ |\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: I )"
-                        rb"(?:\S*/)?(?P<file>[\w.]+\.cc):\d+\] (?P<message>.*)$")
+_INFO_LINE = re.compile(
+    rb"^(?:I\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ |\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: I )"
+    rb"(?:\S*/)?(?P<file>[\w.]+\.cc):\d+\] (?P<message>.*)$"
+)
 # (source file, start of the message): INFO notices TensorFlow prints at start-up, nothing else.
 BANNERS = (
     (b"port.cc", b"oneDNN custom operations are on."),
@@ -95,8 +98,14 @@ def quiet() -> bool:
     try:
         # -I -S: the standard library only, whatever PYTHONPATH says; its own session: Ctrl-C (sent to the
         # terminal's process group) does not kill it before it has forwarded everything.
-        process = subprocess.Popen([sys.executable, "-I", "-S", os.path.abspath(__file__)], stdin=read_end,
-                                   stdout=original, stderr=original, close_fds=True, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", os.path.abspath(__file__)],
+            stdin=read_end,
+            stdout=original,
+            stderr=original,
+            close_fds=True,
+            start_new_session=True,
+        )
     except OSError:
         for fd in (original, read_end, write_end):
             os.close(fd)
@@ -107,10 +116,13 @@ def quiet() -> bool:
     pipe = os.fstat(2)
     os.environ[_FILTERED] = f"{pipe.st_dev}:{pipe.st_ino}"
     old = sys.stderr
-    sys.stderr = io.TextIOWrapper(io.FileIO(original, "w", closefd=False),
-                                  encoding=getattr(old, "encoding", None) or "utf-8",
-                                  errors=getattr(old, "errors", None) or "backslashreplace",
-                                  line_buffering=True, write_through=True)
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(original, "w", closefd=False),
+        encoding=getattr(old, "encoding", None) or "utf-8",
+        errors=getattr(old, "errors", None) or "backslashreplace",
+        line_buffering=True,
+        write_through=True,
+    )
     _active = {"pid": os.getpid(), "original": original, "process": process}
     atexit.register(_restore)
     return True
@@ -123,15 +135,11 @@ def _restore() -> None:
     if _active is None or _active["pid"] != os.getpid():  # a forked child inherits the handler
         return
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
             stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
     os.dup2(_active["original"], 2)  # this process's end of the pipe closes: the filter sees EOF
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         _active["process"].wait(timeout=5)  # longer only if a child process of ours still holds the pipe
-    except subprocess.TimeoutExpired:
-        pass
 
 
 # Logging (conf/hydra/job_logging/console.yaml): the console shows messages, not timestamps and logger names
@@ -158,8 +166,9 @@ def is_banner(line: bytes) -> bool:
     if line.rstrip(b"\r") == _ABSL_NOTICE:
         return True
     found = _INFO_LINE.match(line.rstrip(b"\r"))
-    return bool(found) and any(found["file"] == name and found["message"].startswith(start)
-                               for name, start in BANNERS)
+    return found is not None and any(
+        found["file"] == name and found["message"].startswith(start) for name, start in BANNERS
+    )
 
 
 def filter_stream(source: int, sink: int, hold: float = 0.05) -> None:
@@ -173,7 +182,7 @@ def filter_stream(source: int, sink: int, hold: float = 0.05) -> None:
         nonlocal writable
         while data and writable:
             try:
-                data = data[os.write(sink, data):]
+                data = data[os.write(sink, data) :]
             except InterruptedError:
                 continue
             except OSError:  # stderr went away: keep reading so the writers never block

@@ -9,18 +9,26 @@ from __future__ import annotations
 import math
 import warnings
 from tokenize import TokenError
-from typing import BinaryIO
+from typing import Protocol
 
 import numpy as np
 
 MAX_BYTES = 1 << 30  # 1 GiB of payload: ~340,000 float32 28x28 images, far more than any split or batch
 
 
+class Stream(Protocol):
+    """A binary file-like object read from its start: an open file or a zip archive's member."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+    def tell(self) -> int: ...
+
+
 class NpyError(ValueError):
     """What is wrong with the array, without the file's name: callers add it and their own error class."""
 
 
-def read_array(stream: BinaryIO, size: int, max_bytes: int = MAX_BYTES) -> np.ndarray:
+def read_array(stream: Stream, size: int, max_bytes: int = MAX_BYTES) -> np.ndarray:
     """The array in a .npy stream of `size` bytes in all (header included), read from its start."""
     try:
         version = np.lib.format.read_magic(stream)
@@ -40,13 +48,15 @@ def read_array(stream: BinaryIO, size: int, max_bytes: int = MAX_BYTES) -> np.nd
         raise NpyError("holds pickled Python objects, which are never loaded (only plain numeric .npy arrays are)")
     expected = math.prod(shape) * dtype.itemsize
     if expected > max_bytes:
-        raise NpyError(f"header declares shape {shape} of {dtype} = {expected:,} bytes, more than the "
-                       f"{max_bytes:,} accepted")
+        raise NpyError(
+            f"header declares shape {shape} of {dtype} = {expected:,} bytes, more than the {max_bytes:,} accepted"
+        )
     available = size - stream.tell()
     if available != expected:
         problem = "truncated" if available < expected else "longer than its header says"
-        raise NpyError(f"{problem}: header declares shape {shape} of {dtype} = {expected:,} bytes, "
-                       f"{available:,} follow")
+        raise NpyError(
+            f"{problem}: header declares shape {shape} of {dtype} = {expected:,} bytes, {available:,} follow"
+        )
     data = bytearray(expected)  # writable, so the array is an ordinary one
     view, got = memoryview(data), 0
     while got < expected:

@@ -57,8 +57,15 @@ def confusion_figure(counts: np.ndarray, classes: Sequence[str], title: str = ""
     image = ax.imshow(np.log1p(counts), cmap="Blues")  # log scale: errors stay visible beside the diagonal
     for (row, col), value in np.ndenumerate(counts):
         if value:
-            ax.text(col, row, str(value), ha="center", va="center", fontsize=7,
-                    color="white" if value > counts.max() / 4 else "black")
+            ax.text(
+                col,
+                row,
+                str(value),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value > counts.max() / 4 else "black",
+            )
     slanted = max(map(len, classes)) > 3
     ax.set_xticks(range(counts.shape[1]), classes, rotation=40 if slanted else 0, ha="right" if slanted else "center")
     ax.set_yticks(range(counts.shape[0]), classes)
@@ -91,11 +98,18 @@ def comparison_figure(rows: list[dict], val_curves: dict[str, list[float]]) -> p
     bars.set_xlim(max(0.0, low - (1 - low) * 0.5), 1.0)
     bars.invert_yaxis()
     bars.set_xlabel("test accuracy")
-    colours = plt.get_cmap("tab20").colors
+    colours = plt.get_cmap("tab20")  # 20 colours, indexed by integers
     for i, (name, curve) in enumerate(val_curves.items()):
         error = np.maximum(1.0 - np.asarray(curve, dtype=float), 1e-4)  # a perfect epoch stays on the axis
-        lines.plot(range(1, len(curve) + 1), error, marker="o", markersize=3, label=name, color=colours[i % 20],
-                   linestyle=("-", "--", ":")[i // 20 % 3])
+        lines.plot(
+            range(1, len(curve) + 1),
+            error,
+            marker="o",
+            markersize=3,
+            label=name,
+            color=colours(i % 20),
+            linestyle=("-", "--", ":")[i // 20 % 3],
+        )
     lines.set_yscale("log")
     lines.xaxis.set_major_locator(MaxNLocator(integer=True))
     lines.set_xlabel("epoch")

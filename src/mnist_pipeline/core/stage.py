@@ -10,24 +10,22 @@ from collections.abc import Callable
 import hydra
 from omegaconf import DictConfig
 
+from mnist_pipeline.core import console, signals, workspace
 from mnist_pipeline.core.errors import PipelineError, Terminated
-from mnist_pipeline.core import console
-from mnist_pipeline.core import signals
-from mnist_pipeline.core import workspace
 
 CONF_DIR = str(workspace.CONF_DIR)  # the workspace's conf/: a DVC experiment runs its own config
 
 log = logging.getLogger(__name__)
 
 
-def hydra_stage(config_name: str) -> Callable[[Callable[[DictConfig], None]], Callable[[], None]]:
+def hydra_stage(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callable[[], None]]:
     """Turn `fn(cfg)` into a Hydra app reading conf/<config_name>.yaml.
 
     Expected failures (PipelineError: bad settings, corrupt or missing data) end the process with exit
     code 1 and a single line naming the problem instead of a traceback.
     """
 
-    def decorate(fn: Callable[[DictConfig], None]) -> Callable[[], None]:
+    def decorate(fn: Callable[[DictConfig], object]) -> Callable[[], None]:
         @functools.wraps(fn)
         def task(cfg: DictConfig) -> None:
             console.quiet()  # already on for `python -m mnist_pipeline.<stage>` (__init__.py); else from here

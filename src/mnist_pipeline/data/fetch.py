@@ -24,8 +24,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mnist_pipeline.data.idx import IDXFormatError, read_payload
 from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.data.idx import IDXFormatError, read_payload
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class FetchSettings:
     backoff: float = 1.0  # seconds before the 2nd attempt, doubled each further attempt
 
 
-class _Rejected(Exception):
+class _SourceError(Exception):
     """This source failed for this file; the message says why."""
 
 
@@ -63,9 +63,9 @@ def _verify(path: Path, sha256: str) -> None:
     try:
         actual = payload_sha256(path)
     except IDXFormatError as exc:
-        raise _Rejected(str(exc)) from exc
+        raise _SourceError(str(exc)) from exc
     if actual != sha256:
-        raise _Rejected(f"payload sha256 {actual[:12]}... does not match the expected {sha256[:12]}...")
+        raise _SourceError(f"payload sha256 {actual[:12]}... does not match the expected {sha256[:12]}...")
 
 
 def _as_local_dir(base: str) -> Path | None:
@@ -105,9 +105,9 @@ def _download(url: str, dest: Path, filename: str, settings: FetchSettings) -> N
         except Exception as exc:  # noqa: BLE001 - classified below, never swallowed
             reason = f"{type(exc).__name__}: {exc}"
             if not _retriable(exc):
-                raise _Rejected(reason) from exc
+                raise _SourceError(reason) from exc
             if attempt == attempts:
-                raise _Rejected(f"{reason} (after {attempts} attempts)") from exc
+                raise _SourceError(f"{reason} (after {attempts} attempts)") from exc
             delay = settings.backoff * 2 ** (attempt - 1)
             log.warning("%s: attempt %d/%d failed (%s); retrying in %.1fs", url, attempt, attempts, reason, delay)
             time.sleep(delay)
@@ -125,7 +125,7 @@ def _fetch_from(location: str, filename: str, dest: Path, settings: FetchSetting
         _download(location, dest, filename, settings)
         return
     if not Path(location).is_file():
-        raise _Rejected("no such file")
+        raise _SourceError("no such file")
     shutil.copyfile(location, dest)
 
 
@@ -161,7 +161,7 @@ def fetch_file(
         try:
             _verify(target, sha256)
             return Fetched(target, _read_sources(raw_dir).get(filename, str(target)), cached=True)
-        except _Rejected as exc:
+        except _SourceError as exc:
             log.warning("%s: cached copy rejected (%s); fetching it again", target, exc)
             failures.append(f"{target} (cached): {exc}")
             target.unlink()
@@ -178,8 +178,8 @@ def fetch_file(
             _verify(tmp, sha256)
             os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is an ordinary file
             os.replace(tmp, target)
-        except (_Rejected, OSError) as exc:
-            reason = str(exc) if isinstance(exc, _Rejected) else f"{type(exc).__name__}: {exc}"
+        except (_SourceError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, _SourceError) else f"{type(exc).__name__}: {exc}"
             log.warning("%s rejected: %s", source, reason)
             failures.append(f"{source}: {reason}")
             continue

@@ -48,8 +48,9 @@ def read_payload(path: Path, max_bytes: int = MAX_PAYLOAD) -> bytes:
         while pending and not inflate.eof:  # in chunks, so a bomb is stopped near the cap, not after
             out += inflate.decompress(pending, CHUNK)
             if len(out) > max_bytes:
-                raise IDXFormatError(f"{Path(path).name}: decompresses to more than {max_bytes:,} bytes "
-                                     "(a decompression bomb?)")
+                raise IDXFormatError(
+                    f"{Path(path).name}: decompresses to more than {max_bytes:,} bytes (a decompression bomb?)"
+                )
             pending = inflate.unconsumed_tail
     except zlib.error as exc:
         raise IDXFormatError(f"{Path(path).name}: corrupt gzip stream ({exc})") from exc
@@ -79,7 +80,9 @@ def parse_idx(data: bytes, name: str, *, dtype_byte: int = UBYTE, ndim: int | No
         raise IDXFormatError(f"{name}: {dims} dimensions, expected {ndim if ndim is not None else 'at least 1'}")
     header_len = 4 + 4 * dims
     if len(data) < header_len:
-        raise IDXFormatError(f"{name}: truncated header: {dims} dimensions need {header_len} bytes, file has {len(data)}")
+        raise IDXFormatError(
+            f"{name}: truncated header: {dims} dimensions need {header_len} bytes, file has {len(data)}"
+        )
     shape = struct.unpack(f">{dims}I", data[4:header_len])
     np_dtype = np.dtype(IDX_DTYPES[code][0])
     expected = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
@@ -97,8 +100,10 @@ def parse_images(data: bytes, name: str, size: tuple[int, int] | None = None) ->
     """Images: unsigned bytes, shape (n, rows, cols); (rows, cols) must be `size` when given."""
     images = parse_idx(data, name, dtype_byte=UBYTE, ndim=3)
     if size is not None and images.shape[1:] != tuple(size):
-        raise IDXFormatError(f"{name}: images are {images.shape[1]}x{images.shape[2]}, the dataset's config says "
-                             f"{size[0]}x{size[1]} (data.image_size)")
+        raise IDXFormatError(
+            f"{name}: images are {images.shape[1]}x{images.shape[2]}, the dataset's config says "
+            f"{size[0]}x{size[1]} (data.image_size)"
+        )
     return images
 
 
@@ -116,6 +121,4 @@ def parse_labels(data: bytes, name: str, num_classes: int = NUM_CLASSES) -> np.n
 
 def check_pair(images: np.ndarray, labels: np.ndarray, images_name: str, labels_name: str) -> None:
     if len(images) != len(labels):
-        raise IDXFormatError(
-            f"{images_name} holds {len(images)} images but {labels_name} holds {len(labels)} labels"
-        )
+        raise IDXFormatError(f"{images_name} holds {len(images)} images but {labels_name} holds {len(labels)} labels")

@@ -30,8 +30,8 @@ class Preprocess:
     """How pictures become a dataset's images; the default is MNIST's."""
 
     size: tuple[int, int] = (28, 28)  # rows, cols
-    box: int = 20                     # the object's longer side, in pixels (MNIST digits fit 20x20 in 28x28)
-    centre: str = "mass"              # mass: centre of mass at the image's centre; box: the bounding box centred
+    box: int = 20  # the object's longer side, in pixels (MNIST digits fit 20x20 in 28x28)
+    centre: str = "mass"  # mass: centre of mass at the image's centre; box: the bounding box centred
 
     @classmethod
     def of_model(cls, metadata: Mapping) -> Preprocess:
@@ -39,8 +39,9 @@ class Preprocess:
         if "image_shape" not in metadata:
             return cls()
         settings = metadata.get("preprocess") or {}
-        return cls(tuple(metadata["image_shape"][:2]), int(settings.get("box", cls.box)),
-                   settings.get("centre", cls.centre))
+        return cls(
+            tuple(metadata["image_shape"][:2]), int(settings.get("box", cls.box)), settings.get("centre", cls.centre)
+        )
 
     @property
     def shapes(self) -> str:
@@ -90,8 +91,10 @@ def load_picture(path: str | Path, prep: Preprocess = MNIST) -> np.ndarray:
                 if img.format not in FORMATS:
                     raise ImageError(f"{path}: not a PNG/JPEG image (it is {img.format})")
                 if img.width * img.height > MAX_PIXELS:
-                    raise ImageError(f"{path}: image too large ({img.width} x {img.height} pixels, at most "
-                                     f"{MAX_PIXELS:,}): refused before decoding")
+                    raise ImageError(
+                        f"{path}: image too large ({img.width} x {img.height} pixels, at most "
+                        f"{MAX_PIXELS:,}): refused before decoding"
+                    )
                 gray = _grayscale(ImageOps.exif_transpose(img))  # phone photos are stored rotated
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not a PNG/JPEG image (cannot identify image file)") from None
@@ -133,7 +136,7 @@ def normalize(gray: np.ndarray, prep: Preprocess = MNIST) -> np.ndarray:
         raise ValueError("nothing to classify (the image is blank)")
     gray /= gray.max()
     rows, cols = np.nonzero(gray > INK_THRESHOLD)
-    ink = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    ink = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     # Fit the longer side to the box, keeping the aspect ratio; Lanczos antialiases when shrinking.
     scale = min(prep.box / max(ink.shape), rows_out / ink.shape[0], cols_out / ink.shape[1])
     width, height = (max(1, round(n * scale)) for n in (ink.shape[1], ink.shape[0]))
@@ -150,7 +153,7 @@ def normalize(gray: np.ndarray, prep: Preprocess = MNIST) -> np.ndarray:
     else:  # the bounding box centred
         top, left = (rows_out - height) // 2, (cols_out - width) // 2
     out = np.zeros((rows_out, cols_out), np.float32)
-    out[top:top + height, left:left + width] = np.clip(small, 0.0, 1.0)
+    out[top : top + height, left : left + width] = np.clip(small, 0.0, 1.0)
     return out
 
 
@@ -186,6 +189,8 @@ def _load_npy(path: str | Path, prep: Preprocess) -> tuple[np.ndarray, bool]:
     if not np.all(np.isfinite(images)):
         raise ImageError(f"{path}: float values must lie in [0, 1], found NaN or infinity")
     if images.min() < 0.0 or images.max() > 1.0:
-        raise ImageError(f"{path}: float values must lie in [0, 1], got {images.min():.4g}..{images.max():.4g}"
-                         " (uint8 arrays are scaled from 0..255)")
+        raise ImageError(
+            f"{path}: float values must lie in [0, 1], got {images.min():.4g}..{images.max():.4g}"
+            " (uint8 arrays are scaled from 0..255)"
+        )
     return images.astype(np.float32), batch

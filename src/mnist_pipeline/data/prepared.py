@@ -19,12 +19,13 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from mnist_pipeline.core.atomic import atomic_dir
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.npy_files import NpyError, read_array
+from mnist_pipeline.core.npy_files import NpyError, Stream, read_array
 
 SPLITS = ("train", "val", "test")
 METADATA = "dataset.json"
@@ -66,8 +67,20 @@ def load_split(prepared_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as archive:
             x, y = (_member(archive, name) for name in ("x.npy", "y.npy"))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NpyError, KeyError, OSError, EOFError, zlib.error,
-            NotImplementedError, RuntimeError, ValueError, struct.error, UnicodeDecodeError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NpyError,
+        KeyError,
+        OSError,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+        ValueError,
+        struct.error,
+        UnicodeDecodeError,
+    ) as exc:
         raise _damaged(path, " ".join(str(exc).split())[:160] or type(exc).__name__) from None
     if x.dtype != np.float32 or x.ndim != 4 or x.shape[-1] != 1:
         raise _damaged(path, f"x is {x.dtype} {x.shape}, expected float32 (n, height, width, 1)")
@@ -80,8 +93,8 @@ def load_split(prepared_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _member(archive: zipfile.ZipFile, name: str) -> np.ndarray:
     info = archive.getinfo(name)
-    with archive.open(info) as stream:
-        return read_array(stream, info.file_size)
+    with archive.open(info) as stream:  # a ZipExtFile, which typeshed types as IO[bytes] (no readinto)
+        return read_array(cast(Stream, stream), info.file_size)
 
 
 def _damaged(path: Path, why: str) -> PipelineError:
@@ -100,24 +113,35 @@ class DatasetInfo:
     """What the stages after prepare need to know about the prepared dataset."""
 
     name: str
-    classes: tuple[str, ...]               # class index -> name
-    image_shape: tuple[int, int, int]      # rows, cols, 1
-    preprocess: dict                       # how `predict` turns a picture into one of these images
-    sha256: str                            # data_hash of the prepared folder
+    classes: tuple[str, ...]  # class index -> name
+    image_shape: tuple[int, int, int]  # rows, cols, 1
+    preprocess: dict  # how `predict` turns a picture into one of these images
+    sha256: str  # data_hash of the prepared folder
 
     def as_metadata(self) -> dict:
         """The logged model's metadata: what `predict` needs to feed it and to name its answers."""
-        return {"dataset": self.name, "classes": list(self.classes), "image_shape": list(self.image_shape),
-                "preprocess": dict(self.preprocess), "data.sha256": self.sha256}
+        return {
+            "dataset": self.name,
+            "classes": list(self.classes),
+            "image_shape": list(self.image_shape),
+            "preprocess": dict(self.preprocess),
+            "data.sha256": self.sha256,
+        }
 
 
 def describe(prepared_dir: Path) -> DatasetInfo:
     meta = load_metadata(prepared_dir)
     if "classes" not in meta:  # written before datasets were configurable
-        raise PipelineError(f"{Path(prepared_dir) / METADATA} names no classes: run the prepare stage again "
-                            "(dvc repro --force prepare)")
-    return DatasetInfo(meta["dataset"], tuple(meta["classes"]), tuple(meta["image_shape"]),
-                       dict(meta["preprocess"]), data_hash(prepared_dir))
+        raise PipelineError(
+            f"{Path(prepared_dir) / METADATA} names no classes: run the prepare stage again (dvc repro --force prepare)"
+        )
+    return DatasetInfo(
+        meta["dataset"],
+        tuple(meta["classes"]),
+        tuple(meta["image_shape"]),
+        dict(meta["preprocess"]),
+        data_hash(prepared_dir),
+    )
 
 
 def data_hash(prepared_dir: Path) -> str:

@@ -9,8 +9,9 @@ import numpy as np
 from mnist_pipeline.evaluation import metrics
 
 
-def top_k(ranked: Sequence[str], val_probs: Mapping[str, np.ndarray], y_val: np.ndarray,
-          max_k: int = 0) -> tuple[int, list[float]]:
+def top_k(
+    ranked: Sequence[str], val_probs: Mapping[str, np.ndarray], y_val: np.ndarray, max_k: int = 0
+) -> tuple[int, list[float]]:
     """The k (1..max_k, 0 = all) whose average of the first k of `ranked` scores best on validation, with the
     validation accuracy for every k; ties go to the smaller ensemble."""
     limit = len(ranked) if max_k <= 0 else min(max_k, len(ranked))

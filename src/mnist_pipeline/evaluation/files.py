@@ -21,8 +21,12 @@ def read_json(path: Path, hint: str) -> dict:
 def save_probabilities(path: Path, **splits: tuple[np.ndarray, np.ndarray]) -> None:
     """<split>_probs (n, classes) float32 and <split>_labels per split, in one .npz."""
     with open(path, "wb") as f:  # a file object: np.savez would append .npz to a staging name
-        np.savez(f, **{f"{name}_{part}": array for name, (probs, labels) in splits.items()
-                       for part, array in (("probs", probs.astype(np.float32)), ("labels", labels))})
+        arrays = {
+            f"{name}_{part}": array
+            for name, (probs, labels) in splits.items()
+            for part, array in (("probs", probs.astype(np.float32)), ("labels", labels))
+        }
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub takes the keywords for allow_pickle
 
 
 def read_probabilities(path: Path, hint: str) -> dict[str, np.ndarray]:

@@ -66,51 +66,90 @@ def ensemble_row(ranked: Sequence[dict], probs: Mapping[str, Probabilities], max
     test = ensemble.score(ensemble.average([probs[m]["test_probs"] for m in members]), first["test_labels"])
     chosen = [r for r in ranked if r["variant"] in members]
     return {
-        "variant": f"ensemble of top {k}", "members": members, "k": k, "val_accuracy_by_k": by_k,
-        "params": sum(r["params"] for r in chosen), "epochs": max(r["epochs"] for r in chosen),
+        "variant": f"ensemble of top {k}",
+        "members": members,
+        "k": k,
+        "val_accuracy_by_k": by_k,
+        "params": sum(r["params"] for r in chosen),
+        "epochs": max(r["epochs"] for r in chosen),
         "train_seconds": sum(r["train_seconds"] for r in chosen),
-        "val_accuracy": val["accuracy"], "val_loss": val["loss"],
-        "test_accuracy": test["accuracy"], "test_loss": test["loss"], "run_id": "-",
+        "val_accuracy": val["accuracy"],
+        "val_loss": val["loss"],
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "run_id": "-",
     }
 
 
 def per_class_table(best: Mapping, probs: Probabilities, classes: Sequence[str]) -> list[str]:
     """The best variant's test precision, recall and F1 per class, by name."""
     rows = metrics.summarize(probs["test_labels"], probs["test_probs"], classes)["per_class"]
-    return [f"Per class, best variant `{best['variant']}` on the test set:", "",
-            "| class | precision | recall | F1 | images |", "|---|---:|---:|---:|---:|",
-            *(f"| {r['class']} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} | {r['support']:,} |"
-              for r in rows), ""]
+    return [
+        f"Per class, best variant `{best['variant']}` on the test set:",
+        "",
+        "| class | precision | recall | F1 | images |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {r['class']} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} | {r['support']:,} |"
+            for r in rows
+        ),
+        "",
+    ]
 
 
-def markdown(ranked: Sequence[dict], combined: Mapping, decision_line: str, title: str, description: str,
-             per_class: Sequence[str]) -> str:
+def markdown(
+    ranked: Sequence[dict],
+    combined: Mapping,
+    decision_line: str,
+    title: str,
+    description: str,
+    per_class: Sequence[str],
+) -> str:
     """The leaderboard page: the ranked table with the ensemble's row last, then the decisions in words."""
     best = ranked[0]
-    lines = [f"# Leaderboard: {title}", "", description, "",
-             "Sorted by validation accuracy; the best variant is chosen on validation, never on test.", "",
-             "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
-             "|" + "|".join("---" if k in ("variant", "run_id") else "---:" for k, _, _ in COLUMNS) + "|"]
+    lines = [
+        f"# Leaderboard: {title}",
+        "",
+        description,
+        "",
+        "Sorted by validation accuracy; the best variant is chosen on validation, never on test.",
+        "",
+        "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+        "|" + "|".join("---" if k in ("variant", "run_id") else "---:" for k, _, _ in COLUMNS) + "|",
+    ]
     for row in ranked:
         cells = [fmt.format(row[key]) for key, _, fmt in COLUMNS]
         if row is best:
             cells[0] = f"**{cells[0]}** (best)"
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("| " + " | ".join(fmt.format(combined[key]) if key != "run_id" else "-"
-                                    for key, _, fmt in COLUMNS) + " |")
-    lines += ["", f"Best variant: `{best['variant']}` (validation accuracy {best['val_accuracy']:.4f}, "
-                  f"test accuracy {best['test_accuracy']:.4f}).", "",
-              f"Registry: {decision_line}.", "",
-              f"Ensemble: the average of the probabilities of the top {combined['k']} variants by validation "
-              f"accuracy ({', '.join(f'`{m}`' for m in combined['members'])}), k chosen on validation accuracy "
-              "(by k: " + ", ".join(f"{a:.4f}" for a in combined["val_accuracy_by_k"]) + "); "
-              f"test accuracy {combined['test_accuracy']:.4f}.", "", *per_class]
+    lines.append(
+        "| " + " | ".join(fmt.format(combined[key]) if key != "run_id" else "-" for key, _, fmt in COLUMNS) + " |"
+    )
+    lines += [
+        "",
+        f"Best variant: `{best['variant']}` (validation accuracy {best['val_accuracy']:.4f}, "
+        f"test accuracy {best['test_accuracy']:.4f}).",
+        "",
+        f"Registry: {decision_line}.",
+        "",
+        f"Ensemble: the average of the probabilities of the top {combined['k']} variants by validation "
+        f"accuracy ({', '.join(f'`{m}`' for m in combined['members'])}), k chosen on validation accuracy "
+        "(by k: " + ", ".join(f"{a:.4f}" for a in combined["val_accuracy_by_k"]) + "); "
+        f"test accuracy {combined['test_accuracy']:.4f}.",
+        "",
+        *per_class,
+    ]
     return "\n".join(lines)
 
 
 def summary_metrics(best: Mapping, decision: Mapping, combined: Mapping) -> dict:
     """A few flat figures for `dvc exp show` / `dvc metrics show` (the per-variant files hold the rest)."""
-    return {"best_variant": best["variant"], "best_val_accuracy": best["val_accuracy"],
-            "best_test_accuracy": best["test_accuracy"], "ensemble_k": combined["k"],
-            "ensemble_test_accuracy": combined["test_accuracy"], "champion": decision["action"],
-            "champion_version": decision["version"]}
+    return {
+        "best_variant": best["variant"],
+        "best_val_accuracy": best["val_accuracy"],
+        "best_test_accuracy": best["test_accuracy"],
+        "ensemble_k": combined["k"],
+        "ensemble_test_accuracy": combined["test_accuracy"],
+        "champion": decision["action"],
+        "champion_version": decision["version"],
+    }

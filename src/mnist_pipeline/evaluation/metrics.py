@@ -25,9 +25,14 @@ def per_class(confusion: np.ndarray, names: Sequence[str] | None = None) -> list
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
     return [
-        {"class": names[c] if names is not None else str(c), "index": c, "precision": float(precision[c]),
-         "recall": float(recall[c]), "f1": float(f1[c]),
-         "support": int(actual[c])}
+        {
+            "class": names[c] if names is not None else str(c),
+            "index": c,
+            "precision": float(precision[c]),
+            "recall": float(recall[c]),
+            "f1": float(f1[c]),
+            "support": int(actual[c]),
+        }
         for c in range(len(tp))
     ]
 

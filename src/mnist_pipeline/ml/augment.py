@@ -114,8 +114,7 @@ def random_affine(
     return apply_affine(images, matrices)
 
 
-def augment_dataset(dataset: tf.data.Dataset, key, parallelism: int = tf.data.AUTOTUNE,
-                    **params) -> tf.data.Dataset:
+def augment_dataset(dataset: tf.data.Dataset, key, parallelism: int = tf.data.AUTOTUNE, **params) -> tf.data.Dataset:
     """Map random_affine over batches (images, labels), batch i warped with the seed fold_in(key, i).
 
     `key` is a stateless seed, shape (2,) int64: the training derives one per epoch from (seed, epoch), so

@@ -26,14 +26,20 @@ class FusedBatchNormalization(layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or mask is not None or len(inputs.shape) != 4 \
-                or self.axis not in (-1, 3) or keras.backend.backend() != "tensorflow":
+        if (
+            not (training and self.trainable)
+            or mask is not None
+            or len(inputs.shape) != 4
+            or self.axis not in (-1, 3)
+            or keras.backend.backend() != "tensorflow"
+        ):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
         gamma = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
         beta = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
         outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
+            inputs, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True
+        )
         count = tf.cast(tf.size(inputs) // channels, "float32")
         variance = variance * (count - 1.0) / count
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))

@@ -69,7 +69,6 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
         self._ema_weights_in_model = state["ema_weights_in_model"]
 
 
-
 class EpochStats(keras.callbacks.Callback):
     """Adds learning_rate and epoch_seconds to each epoch's logs (first in the list, so every callback
     after it, and the history, has them)."""
@@ -102,8 +101,12 @@ def callbacks(trainer: Mapping, optimizer: Mapping) -> tuple[BestWeights, list[k
     extra: list[keras.callbacks.Callback] = [*averaged, best]
     stopping = trainer["early_stopping"]
     if stopping["enabled"]:
-        extra.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=stopping["patience"], min_delta=stopping["min_delta"],
-            restore_best_weights=False,  # BestWeights restores the best epoch in every case
-        ))
+        extra.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=stopping["patience"],
+                min_delta=stopping["min_delta"],
+                restore_best_weights=False,  # BestWeights restores the best epoch in every case
+            )
+        )
     return best, extra

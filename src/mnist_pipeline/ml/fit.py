@@ -29,12 +29,15 @@ def build_model(model_cfg: Mapping, input_shape: Sequence[int], num_classes: int
         reason = " ".join(str(cause).split())[:300]
         if "negative" in reason.lower():  # a conv or pool shrank the image below 1 pixel
             reason = "its convolutions and pools shrink the image below one pixel"
-        raise ConfigError(f"model {model_cfg.get('name', '?')} cannot take {input_shape[0]}x{input_shape[1]} "
-                          f"images ({reason}): choose another model or padding=same") from None
+        raise ConfigError(
+            f"model {model_cfg.get('name', '?')} cannot take {input_shape[0]}x{input_shape[1]} "
+            f"images ({reason}): choose another model or padding=same"
+        ) from None
 
 
-def prepare_fit(cfg: Mapping, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, jobs: int = 1,
-                first_epoch: int = 0) -> tuple[keras.Model, tf.data.Dataset, Callable[[], keras.Model]]:
+def prepare_fit(
+    cfg: Mapping, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, jobs: int = 1, first_epoch: int = 0
+) -> tuple[keras.Model, tf.data.Dataset, Callable[[], keras.Model]]:
     """Runtime settings, seeds, the compiled model (for x_train's image shape and `num_classes`) and the
     training dataset (epochs first_epoch..trainer.epochs-1; fit it with steps_per_epoch). Returns (model,
     dataset, build), `build()` making a fresh model of the same config. `jobs`: trainings running at once
@@ -47,8 +50,14 @@ def prepare_fit(cfg: Mapping, x_train: np.ndarray, y_train: np.ndarray, num_clas
         return build_model(cfg["model"], x_train.shape[1:], num_classes)
 
     steps = trainer["epochs"] * inputs.steps_per_epoch(len(x_train), trainer["batch_size"])
-    model = optimizers.compile_model(build(), cfg["optimizer"], trainer["steps_per_execution"], total_steps=steps,
-                                     label_smoothing=trainer["label_smoothing"])
-    dataset = inputs.train_dataset(x_train, y_train, trainer, augment_settings(cfg),
-                                   range(first_epoch, trainer["epochs"]))
+    model = optimizers.compile_model(
+        build(),
+        cfg["optimizer"],
+        trainer["steps_per_execution"],
+        total_steps=steps,
+        label_smoothing=trainer["label_smoothing"],
+    )
+    dataset = inputs.train_dataset(
+        x_train, y_train, trainer, augment_settings(cfg), range(first_epoch, trainer["epochs"])
+    )
     return model, dataset, build

@@ -28,8 +28,9 @@ def epoch_order(n: int, buffer: int, key) -> tf.Tensor:
     return tf.cast(tf.argsort(tf.range(n, dtype=tf.float64) + jitter, stable=True), tf.int64)
 
 
-def train_dataset(x: np.ndarray, y: np.ndarray, trainer: Mapping, augment_params: Mapping,
-                  epochs: range) -> tf.data.Dataset:
+def train_dataset(
+    x: np.ndarray, y: np.ndarray, trainer: Mapping, augment_params: Mapping, epochs: range
+) -> tf.data.Dataset:
     """The batches of `epochs` (range(E) for a whole training, range(k, E) resuming after k epochs), one
     epoch after another: fit it with steps_per_epoch. Each epoch is shuffled, and augmented when asked
     for, with seeds derived from (seed, epoch) alone, so epoch k is the same whether training started at
@@ -46,11 +47,14 @@ def train_dataset(x: np.ndarray, y: np.ndarray, trainer: Mapping, augment_params
 
     def one_epoch(epoch):
         shuffle_key, augment_key = tf.unstack(
-            tf.random.experimental.stateless_split(tf.stack([tf.constant(trainer["seed"], tf.int64), epoch]), 2))
+            tf.random.experimental.stateless_split(tf.stack([tf.constant(trainer["seed"], tf.int64), epoch]), 2)
+        )
         order = tf.data.Dataset.from_tensor_slices(epoch_order(len(x), buffer, shuffle_key))
         ds = order.batch(trainer["batch_size"]).map(
             lambda index: (tf.gather(images, index), tf.gather(labels, index)),
-            num_parallel_calls=PIPELINE_PARALLELISM, deterministic=True)
+            num_parallel_calls=PIPELINE_PARALLELISM,
+            deterministic=True,
+        )
         if augmented:
             ds = augment.augment_dataset(ds, augment_key, parallelism=PIPELINE_PARALLELISM, **augment_params)
         return ds

@@ -35,8 +35,16 @@ def output_layer(num_classes: int) -> keras.layers.Layer:
     return layers.Dense(num_classes, activation="softmax", dtype="float32")
 
 
-def mlp(name: str, hidden: Sequence[int], dropout: float = 0.0, activation: str = "relu",
-        input_norm: str = "none", *, input_shape: Shape, num_classes: int) -> keras.Model:
+def mlp(
+    name: str,
+    hidden: Sequence[int],
+    dropout: float = 0.0,
+    activation: str = "relu",
+    input_norm: str = "none",
+    *,
+    input_shape: Shape,
+    num_classes: int,
+) -> keras.Model:
     """Flatten -> [Dense(width) -> Dropout]* -> Dense(classes): the dense notebooks (3x500, 2x350, small MLPs)."""
     stack = _input_layers(input_shape, input_norm) + [layers.Flatten()]
     for width in hidden:
@@ -47,8 +55,16 @@ def mlp(name: str, hidden: Sequence[int], dropout: float = 0.0, activation: str 
     return keras.Sequential(stack, name=name)
 
 
-def convnet(name: str, conv: Sequence[dict], dense: Sequence[int], padding: str = "valid",
-            input_norm: str = "none", *, input_shape: Shape, num_classes: int) -> keras.Model:
+def convnet(
+    name: str,
+    conv: Sequence[dict],
+    dense: Sequence[int],
+    padding: str = "valid",
+    input_norm: str = "none",
+    *,
+    input_shape: Shape,
+    num_classes: int,
+) -> keras.Model:
     """[Conv2D (-> MaxPool)]* -> Flatten -> Dense* -> Dense(classes): the notebooks' CNNs.
 
     `conv` lists blocks as {filters, kernel, pool}; pool=true adds a 2x2 max-pool after that conv.
@@ -64,9 +80,17 @@ def convnet(name: str, conv: Sequence[dict], dense: Sequence[int], padding: str 
     return keras.Sequential(stack, name=name)
 
 
-def bn_convnet(name: str, stages: Sequence[Sequence[dict]], dense: Sequence[int] = (), dropout: float = 0.0,
-               input_norm: str = "none", fused_batchnorm: bool = True, *, input_shape: Shape,
-               num_classes: int) -> keras.Model:
+def bn_convnet(
+    name: str,
+    stages: Sequence[Sequence[dict]],
+    dense: Sequence[int] = (),
+    dropout: float = 0.0,
+    input_norm: str = "none",
+    fused_batchnorm: bool = True,
+    *,
+    input_shape: Shape,
+    num_classes: int,
+) -> keras.Model:
     """Stages of [Conv2D -> BatchNorm -> ReLU]*, Dropout after each stage -> Flatten -> [Dense -> BatchNorm ->
     ReLU -> Dropout]* -> Dense(classes): the batch-normalized CNNs (the flagship and the fast preset).
 
@@ -77,9 +101,17 @@ def bn_convnet(name: str, stages: Sequence[Sequence[dict]], dense: Sequence[int]
     stack = _input_layers(input_shape, input_norm)
     for stage in stages:
         for conv in stage:
-            stack += [layers.Conv2D(conv["filters"], conv["kernel"], strides=conv.get("strides", 1),
-                                    padding=conv.get("padding", "same"), use_bias=False),
-                      batch_normalization(fused_batchnorm), layers.ReLU()]
+            stack += [
+                layers.Conv2D(
+                    conv["filters"],
+                    conv["kernel"],
+                    strides=conv.get("strides", 1),
+                    padding=conv.get("padding", "same"),
+                    use_bias=False,
+                ),
+                batch_normalization(fused_batchnorm),
+                layers.ReLU(),
+            ]
         if dropout > 0:
             stack.append(layers.Dropout(dropout))
     stack.append(layers.Flatten())

@@ -17,8 +17,11 @@ def learning_rate(cfg: Mapping, total_steps: int):
     if schedule == "cosine":
         warmup = int(cfg.get("warmup_fraction", 0.0) * total_steps)
         return keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else lr, decay_steps=max(1, total_steps - warmup),
-            warmup_target=lr if warmup else None, warmup_steps=warmup)
+            0.0 if warmup else lr,
+            decay_steps=max(1, total_steps - warmup),
+            warmup_target=lr if warmup else None,
+            warmup_steps=warmup,
+        )
     raise ValueError(f"unknown learning-rate schedule {schedule!r}")
 
 
@@ -56,8 +59,13 @@ def crossentropy(label_smoothing: float = 0.0):
     return smoothed_crossentropy
 
 
-def compile_model(model: keras.Model, optimizer_cfg: Mapping, steps_per_execution: int = 1,
-                  total_steps: int = 1, label_smoothing: float = 0.0) -> keras.Model:
+def compile_model(
+    model: keras.Model,
+    optimizer_cfg: Mapping,
+    steps_per_execution: int = 1,
+    total_steps: int = 1,
+    label_smoothing: float = 0.0,
+) -> keras.Model:
     """`total_steps` (batches over the whole training) shapes a learning-rate schedule; `steps_per_execution`
     > 1 runs that many batches per call into TensorFlow, saving the Python overhead of each step
     (epoch-level callbacks and metrics are unchanged)."""

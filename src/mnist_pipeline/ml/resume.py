@@ -88,8 +88,8 @@ def _verify(folder: Path) -> str | None:
 def _snapshots(root: Path) -> list[Path]:
     """The snapshot folders, newest first."""
     folder = root / "snapshots"
-    found = [p for p in folder.glob(f"{SNAPSHOT_PREFIX}*") if p.is_dir() and p.name[len(SNAPSHOT_PREFIX):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(SNAPSHOT_PREFIX):]), reverse=True)
+    found = [p for p in folder.glob(f"{SNAPSHOT_PREFIX}*") if p.is_dir() and p.name[len(SNAPSHOT_PREFIX) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(SNAPSHOT_PREFIX) :]), reverse=True)
 
 
 def latest(root: Path, config_sha: str) -> Snapshot | None:
@@ -128,8 +128,12 @@ def _fsync(path: Path) -> None:
 def _callback_state(callback: keras.callbacks.Callback) -> dict:
     if isinstance(callback, keras.callbacks.EarlyStopping):
         best = callback.best
-        return {"wait": int(callback.wait), "best": None if best is None else float(best),
-                "best_epoch": int(callback.best_epoch), "stopped_epoch": int(callback.stopped_epoch)}
+        return {
+            "wait": int(callback.wait),
+            "best": None if best is None else float(best),
+            "best_epoch": int(callback.best_epoch),
+            "stopped_epoch": int(callback.stopped_epoch),
+        }
     return callback.get_state()
 
 
@@ -152,11 +156,14 @@ class Checkpoint(keras.callbacks.BackupAndRestore):
     completed epoch's logs, restored ones included. Nothing is deleted at the end: the caller removes the
     state once its outputs are safe (discard)."""
 
-    def __init__(self, root: Path, start: Snapshot | None, meta: dict,
-                 stateful: dict[str, keras.callbacks.Callback]) -> None:
+    def __init__(
+        self, root: Path, start: Snapshot | None, meta: dict, stateful: dict[str, keras.callbacks.Callback]
+    ) -> None:
         super().__init__(backup_dir=str(root), save_freq="epoch", delete_checkpoint=False)
         self.root, self.start, self.meta, self.stateful = root, start, meta, stateful
-        self.history: dict[str, list[float]] = {k: list(v) for k, v in (start.state["history"] if start else {}).items()}
+        self.history: dict[str, list[float]] = {
+            k: list(v) for k, v in (start.state["history"] if start else {}).items()
+        }
 
     def _point_at(self, folder: Path) -> None:
         self._weights_path = str(folder / "latest.weights.h5")
@@ -184,8 +191,13 @@ class Checkpoint(keras.callbacks.BackupAndRestore):
             for callback in self.stateful.values():
                 getattr(callback, "save_files", lambda folder: None)(folder)
             finished = epoch + 1 >= self.params["epochs"] or bool(self.model.stop_training)  # early stopping
-            state = {**self.meta, "epochs": epoch + 1, "finished": finished, "history": self.history,
-                     "callbacks": {name: _callback_state(cb) for name, cb in self.stateful.items()}}
+            state = {
+                **self.meta,
+                "epochs": epoch + 1,
+                "finished": finished,
+                "history": self.history,
+                "callbacks": {name: _callback_state(cb) for name, cb in self.stateful.items()},
+            }
             (folder / STATE).write_text(json.dumps(state, indent=1) + "\n")
             names = sorted(p.name for p in folder.iterdir())
             (folder / SUMS).write_text("".join(f"{_sha256(folder / n)}  {n}\n" for n in names))

@@ -54,24 +54,40 @@ def thread_counts(threads: Mapping, jobs: int = 1, available: int | None = None)
 
 
 def _set_threads(intra_op: int, inter_op: int) -> None:
-    pools = (("intra_op", intra_op, tf.config.threading.get_intra_op_parallelism_threads,
-              tf.config.threading.set_intra_op_parallelism_threads),
-             ("inter_op", inter_op, tf.config.threading.get_inter_op_parallelism_threads,
-              tf.config.threading.set_inter_op_parallelism_threads))
+    pools = (
+        (
+            "intra_op",
+            intra_op,
+            tf.config.threading.get_intra_op_parallelism_threads,
+            tf.config.threading.set_intra_op_parallelism_threads,
+        ),
+        (
+            "inter_op",
+            inter_op,
+            tf.config.threading.get_inter_op_parallelism_threads,
+            tf.config.threading.set_inter_op_parallelism_threads,
+        ),
+    )
     for name, wanted, get, put in pools:
         if not wanted or get() == wanted:
             continue
         try:
             put(wanted)
         except RuntimeError:  # TensorFlow already ran in this process: a launcher worker reused for a new job
-            log.warning("trainer.threads.%s=%d not applied: this process already fixed TensorFlow's pool at %d",
-                        name, wanted, get())
+            log.warning(
+                "trainer.threads.%s=%d not applied: this process already fixed TensorFlow's pool at %d",
+                name,
+                wanted,
+                get(),
+            )
 
 
 def thread_pools() -> str:
     """TensorFlow's pool sizes in force, e.g. `intra_op=1 inter_op=1` (0: its default, every core)."""
-    return (f"intra_op={tf.config.threading.get_intra_op_parallelism_threads()} "
-            f"inter_op={tf.config.threading.get_inter_op_parallelism_threads()}")
+    return (
+        f"intra_op={tf.config.threading.get_intra_op_parallelism_threads()} "
+        f"inter_op={tf.config.threading.get_inter_op_parallelism_threads()}"
+    )
 
 
 def configure_runtime(trainer: Mapping, jobs: int = 1) -> str:

@@ -21,7 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from uvicorn.loops.auto import auto_loop_factory
 
-ENV = {"UVICORN_LOOP": "mnist_pipeline.serving:one_prediction_at_a_time"}  # what `mlflow models serve` needs in its environment
+ENV = {
+    "UVICORN_LOOP": "mnist_pipeline.serving:one_prediction_at_a_time"
+}  # what `mlflow models serve` needs in its environment
 
 
 def one_prediction_at_a_time() -> asyncio.AbstractEventLoop:

@@ -35,8 +35,10 @@ def bin_dir() -> Path:
         return Path(on_path).parent
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3]))
     if not found:
-        raise PostgresError("PostgreSQL not found (no pg_ctl on PATH or under /usr/lib/postgresql): install it, "
-                            "e.g. `apt-get install postgresql-15`")
+        raise PostgresError(
+            "PostgreSQL not found (no pg_ctl on PATH or under /usr/lib/postgresql): install it, "
+            "e.g. `apt-get install postgresql-15`"
+        )
     return Path(found[-1]).parent
 
 
@@ -53,14 +55,16 @@ def _run_as() -> str | None:
     try:
         pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        raise PostgresError(f"running as root, and PostgreSQL refuses to: create the unprivileged user "
-                            f"{SERVICE_USER!r} (Debian's postgresql package does) or run as another user") from None
+        raise PostgresError(
+            f"running as root, and PostgreSQL refuses to: create the unprivileged user "
+            f"{SERVICE_USER!r} (Debian's postgresql package does) or run as another user"
+        ) from None
     return SERVICE_USER
 
 
 @dataclass
 class Cluster:
-    root: Path                 # holds data/, postgres.log and the superuser's password
+    root: Path  # holds data/, postgres.log and the superuser's password
     port: int
     host: str = "127.0.0.1"
     superuser: str = "mlflow"
@@ -80,8 +84,14 @@ class Cluster:
     def _run(self, *args: str, timeout: float = 120) -> str:
         user = _run_as()
         try:
-            done = subprocess.run([str(bin_dir() / args[0]), *args[1:]], user=user, capture_output=True, text=True,
-                                  timeout=timeout, cwd="/")
+            done = subprocess.run(
+                [str(bin_dir() / args[0]), *args[1:]],
+                user=user,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd="/",
+            )
         except subprocess.TimeoutExpired:
             raise PostgresError(f"{args[0]} did not finish within {timeout:.0f} s (log: {self.log})") from None
         if done.returncode != 0:
@@ -104,8 +114,18 @@ class Cluster:
             shutil.copy(self.password_file, pwfile)
             shutil.chown(pwfile, user)
         try:
-            self._run("initdb", "-D", str(self.data), "-U", self.superuser, f"--pwfile={pwfile}",
-                      "--auth=scram-sha-256", "-E", "UTF8", "--no-instructions")
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                self.superuser,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            )
         finally:
             if pwfile != self.password_file:
                 pwfile.unlink(missing_ok=True)
@@ -114,13 +134,35 @@ class Cluster:
         if self.running():
             return
         options = f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories=''"
-        self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", str(int(timeout)),
-                  "-o", options, timeout=timeout + 10)
+        self._run(
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "-o",
+            options,
+            timeout=timeout + 10,
+        )
 
     def stop(self, timeout: float = 60) -> None:
         if self.running():
-            self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", str(int(timeout)),
-                      timeout=timeout + 10)
+            self._run(
+                "pg_ctl",
+                "stop",
+                "-D",
+                str(self.data),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(int(timeout)),
+                timeout=timeout + 10,
+            )
 
     def pid(self) -> int | None:
         """The postmaster's PID while the cluster runs (first line of postmaster.pid)."""
@@ -153,8 +195,15 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with psycopg.connect(host=self.host, port=self.port, user=self.superuser, password=self.password(),
-                                     dbname="postgres", autocommit=True, connect_timeout=5) as connection:
+                with psycopg.connect(
+                    host=self.host,
+                    port=self.port,
+                    user=self.superuser,
+                    password=self.password(),
+                    dbname="postgres",
+                    autocommit=True,
+                    connect_timeout=5,
+                ) as connection:
                     if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                         return
                     connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

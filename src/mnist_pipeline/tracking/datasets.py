@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import sqlalchemy
+from mlflow.data.numpy_dataset import from_numpy
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -34,8 +35,7 @@ def split_dataset(info: DatasetInfo, prepared_dir: Path, split: str, x: np.ndarr
     with warnings.catch_warnings():
         # a local path matches MLflow's two local sources (no scheme and file://), one class: not news
         warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
-        return mlflow.data.from_numpy(x, targets=y, source=source, name=f"{info.name}-{split}",
-                                      digest=info.sha256[:DIGEST_LENGTH])
+        return from_numpy(x, targets=y, source=source, name=f"{info.name}-{split}", digest=info.sha256[:DIGEST_LENGTH])
 
 
 def _once_more_after_a_race(log) -> None:
@@ -55,13 +55,17 @@ def log_splits(info: DatasetInfo, prepared_dir: Path, splits: Splits) -> None:
     """Log each split as an input of the active run."""
     for split, (x, y) in splits.items():
         dataset = split_dataset(info, prepared_dir, split, x, y)
-        _once_more_after_a_race(lambda: mlflow.log_input(dataset, context=CONTEXTS[split]))
+        _once_more_after_a_race(lambda d=dataset, s=split: mlflow.log_input(d, context=CONTEXTS[s]))
 
 
 @guarded("logging the datasets")
 def log_splits_to_run(run_id: str, info: DatasetInfo, prepared_dir: Path, splits: Splits) -> None:
     """The same for an ended run (evaluate adds the test split to its training run without reopening it)."""
-    inputs = [DatasetInput(split_dataset(info, prepared_dir, split, x, y)._to_mlflow_entity(),
-                           tags=[InputTag(MLFLOW_DATASET_CONTEXT, CONTEXTS[split])])
-              for split, (x, y) in splits.items()]
+    inputs = [
+        DatasetInput(
+            split_dataset(info, prepared_dir, split, x, y)._to_mlflow_entity(),
+            tags=[InputTag(MLFLOW_DATASET_CONTEXT, CONTEXTS[split])],
+        )
+        for split, (x, y) in splits.items()
+    ]
     _once_more_after_a_race(lambda: MlflowClient().log_inputs(run_id, datasets=inputs))

@@ -16,15 +16,17 @@ import numpy as np
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 
-from mnist_pipeline.core.model_files import ModelFileError, refusal
+from mnist_pipeline.core.model_errors import ModelFileError, refusal
 from mnist_pipeline.tracking.store import TrackingError, guarded
 
 
 def signature(image_shape, num_classes: int) -> ModelSignature:
     """float32 images (-1, rows, cols, 1) -> probabilities (-1, classes), unnamed tensors: the serving
     payload is simply {"inputs": images}."""
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape))]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]))
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]),
+    )
 
 
 def _keras_save_model(path: str, **kwargs: Any) -> None:
@@ -52,17 +54,24 @@ def _installed(dist: str) -> str | None:
 
 
 @guarded("logging the model")
-def log_keras_model(model: Any, example: np.ndarray, step: int, metadata: dict | None = None,
-                    name: str = "model") -> str:
+def log_keras_model(
+    model: Any, example: np.ndarray, step: int, metadata: dict | None = None, name: str = "model"
+) -> str:
     """Log the model with its signature, an input example and `metadata` (the dataset: its class names and
     predict's preprocessing, data/prepared.DatasetInfo) into the active run; returns its URI
     (models:/<model_id>). `step` links the run's metrics at that epoch (the best one) to the logged model."""
     example = np.asarray(example, dtype=np.float32)
     with contextlib.redirect_stdout(io.StringIO()):  # MLflow checks the example behind a Keras progress bar
         info = Model.log(
-            artifact_path=None, name=name, flavor=_KERAS_FLAVOR, model=model,
-            signature=signature(example.shape[1:], int(model.output_shape[-1])), input_example=example, step=step,
-            pip_requirements=_pip_requirements(), metadata=metadata,
+            artifact_path=None,
+            name=name,
+            flavor=_KERAS_FLAVOR,
+            model=model,
+            signature=signature(example.shape[1:], int(model.output_shape[-1])),
+            input_example=example,
+            step=step,
+            pip_requirements=_pip_requirements(),
+            metadata=metadata,
         )
     return info.model_uri
 
@@ -73,8 +82,9 @@ def load_keras_model(model_uri: str) -> Any:
     if "keras" not in flavors:
         raise TrackingError(f"{model_uri}: not a Keras model (flavors: {', '.join(flavors) or 'none'})")
     if flavors["keras"].get("save_exported_model"):
-        raise ModelFileError(f"{model_uri}: refused: an exported TensorFlow graph, not a .keras file that Keras' "
-                             "safe mode can check")
+        raise ModelFileError(
+            f"{model_uri}: refused: an exported TensorFlow graph, not a .keras file that Keras' safe mode can check"
+        )
     try:
         return mlflow.keras.load_model(model_uri, load_model_kwargs={"safe_mode": True, "compile": False})
     except mlflow.exceptions.MlflowException as exc:

@@ -18,8 +18,9 @@ PARENT_RUN_ENV = "MNIST_PIPELINE_PARENT_RUN_ID"  # a multirun's jobs start their
 
 
 @guarded("finding or creating the shared parent run")
-def shared_parent_run(experiment_id: str, run_name: str, identity: Mapping[str, str],
-                      params: Mapping[str, Any] | None = None) -> str:
+def shared_parent_run(
+    experiment_id: str, run_name: str, identity: Mapping[str, str], params: Mapping[str, Any] | None = None
+) -> str:
     """The id of the one run tagged with `identity`, shared by processes that may start at once on several
     machines: each creates one if it finds none, then every process keeps the earliest (start time, then
     id) and deletes any other it created itself."""
@@ -47,8 +48,11 @@ def shared_parent_run(experiment_id: str, run_name: str, identity: Mapping[str, 
 def open_sweep_parent(tracking: Mapping, sweep_dir: str) -> str:
     """A new parent run for a multirun writing to `sweep_dir`; its jobs find its id in PARENT_RUN_ENV."""
     experiment_id = setup(tracking)
-    run = MlflowClient().create_run(experiment_id, run_name=f"sweep {os.path.basename(sweep_dir)}",
-                                    tags={"sweep.dir": sweep_dir, stale.OWNER_TAG: stale.owner()})
+    run = MlflowClient().create_run(
+        experiment_id,
+        run_name=f"sweep {os.path.basename(sweep_dir)}",
+        tags={"sweep.dir": sweep_dir, stale.OWNER_TAG: stale.owner()},
+    )
     os.environ[PARENT_RUN_ENV] = run.info.run_id
     return run.info.run_id
 
@@ -58,8 +62,9 @@ def close_sweep_parent(run_id: str, status: str | None = None) -> None:
     """End the sweep's parent: `status` if given, else FAILED if any child did not finish, else FINISHED."""
     client = MlflowClient()
     if status is None:
-        children = client.search_runs([client.get_run(run_id).info.experiment_id],
-                                      filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+        children = client.search_runs(
+            [client.get_run(run_id).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
+        )
         status = "FAILED" if any(child.info.status != "FINISHED" for child in children) else "FINISHED"
     client.set_terminated(run_id, status=status)
     os.environ.pop(PARENT_RUN_ENV, None)
@@ -67,5 +72,3 @@ def close_sweep_parent(run_id: str, status: str | None = None) -> None:
 
 def parent_from_environment() -> str | None:
     return os.environ.get(PARENT_RUN_ENV) or None
-
-

@@ -16,7 +16,7 @@ from mnist_pipeline.tracking.store import guarded
 class Version:
     name: str
     number: int
-    source: str                      # the logged model it registers (models:/<model_id>)
+    source: str  # the logged model it registers (models:/<model_id>)
     run_id: str
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -26,8 +26,9 @@ class Version:
 
 
 def _version(mv) -> Version:
-    return Version(name=mv.name, number=int(mv.version), source=mv.source, run_id=mv.run_id or "",
-                   tags=dict(mv.tags or {}))
+    return Version(
+        name=mv.name, number=int(mv.version), source=mv.source, run_id=mv.run_id or "", tags=dict(mv.tags or {})
+    )
 
 
 @guarded("listing the registered model's versions")

@@ -33,7 +33,10 @@ RESUME_TAG = "resume.count"  # how often the run was resumed after its process d
 
 @contextmanager
 def training_run(
-    run_name: str, config: Mapping[str, Any], tags: Mapping[str, str], parent_run_id: str | None = None,
+    run_name: str,
+    config: Mapping[str, Any],
+    tags: Mapping[str, str],
+    parent_run_id: str | None = None,
     resume_run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run holding `config` (plain containers) as dotted params; ends FINISHED, FAILED or KILLED.
@@ -45,8 +48,12 @@ def training_run(
     if tags.get("variant"):
         found = stale.running(client, f"tags.variant = '{tags['variant']}'")
         for dead in stale.end_dead(client, found, keep=resume_run_id):
-            log.warning("ended stale run %s (%s) KILLED: its process (%s) is gone", dead.info.run_id,
-                        dead.info.run_name, dead.data.tags[stale.OWNER_TAG])
+            log.warning(
+                "ended stale run %s (%s) KILLED: its process (%s) is gone",
+                dead.info.run_id,
+                dead.info.run_name,
+                dead.data.tags[stale.OWNER_TAG],
+            )
     owned = {**tags, stale.OWNER_TAG: stale.owner()}
     if resume_run_id:
         with guarded(f"reopening run {resume_run_id}"):
@@ -101,13 +108,21 @@ def run_tags(run_id: str) -> dict[str, str]:
 
 
 @guarded("updating a run")
-def update_run(run_id: str, tags: Mapping[str, Any] | None = None, metrics: Mapping[str, float] | None = None,
-               step: int = 0, status: str | None = None) -> None:
+def update_run(
+    run_id: str,
+    tags: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    step: int = 0,
+    status: str | None = None,
+) -> None:
     """Tags, metrics (at `step`) and the status of a run that another process may also update."""
     client = MlflowClient()
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
-                     tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )
     if status == "RUNNING":
         client.update_run(run_id, status="RUNNING")
     elif status is not None:

@@ -15,13 +15,17 @@ from mlflow.exceptions import MlflowException
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.sqlite_files import first_open, resolve_uri, sqlite_path
 
-
 # (text in the error, what to do): the first match gives the hint of a TrackingError.
 HINTS = (
-    ("database is locked", "another process kept the SQLite store busy for over 20 s: retry, or give many "
-                           "parallel writers a tracking server (mlflow server) instead of one SQLite file"),
-    ("file is not a database", "the file is not an SQLite database (corrupt?): move it aside, or point "
-                               "MLFLOW_TRACKING_URI at another store"),
+    (
+        "database is locked",
+        "another process kept the SQLite store busy for over 20 s: retry, or give many "
+        "parallel writers a tracking server (mlflow server) instead of one SQLite file",
+    ),
+    (
+        "file is not a database",
+        "the file is not an SQLite database (corrupt?): move it aside, or point MLFLOW_TRACKING_URI at another store",
+    ),
     ("out-of-date database schema", "back the store up, then run `mlflow db upgrade <store URI>`"),
     ("unable to open database", "the store's folder is missing or not writable"),
     ("Max retries exceeded", "is the tracking server running and reachable? check MLFLOW_TRACKING_URI"),
@@ -58,8 +62,10 @@ def describe(exc: BaseException, action: str, uri: str) -> str:
     """`MLflow store <uri>: <action> failed: <first line of the error>; <what to do>`."""
     text = exc.message if isinstance(exc, MlflowException) else str(exc)
     what = next((line.strip() for line in str(text).splitlines() if line.strip()), type(exc).__name__)
-    hint = next((h for needle, h in HINTS if needle in str(text)),
-                "check the store (MLFLOW_TRACKING_URI or tracking.tracking_uri)")
+    hint = next(
+        (h for needle, h in HINTS if needle in str(text)),
+        "check the store (MLFLOW_TRACKING_URI or tracking.tracking_uri)",
+    )
     return f"MLflow store {uri}: {action} failed: {what[:300]}; {hint}"
 
 
@@ -92,8 +98,9 @@ def setup(tracking: Mapping) -> str:
     with guarded(f"opening experiment {name!r}"), first_open(uri):
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
-            experiment_id = mlflow.create_experiment(name, artifact_location=_artifact_location(uri, name),
-                                                     tags=EXPERIMENT_TAGS)
+            experiment_id = mlflow.create_experiment(
+                name, artifact_location=_artifact_location(uri, name), tags=EXPERIMENT_TAGS
+            )
         else:
             experiment_id = experiment.experiment_id
             for key, value in EXPERIMENT_TAGS.items():  # made before the tag existed; a user's own choice stays
@@ -108,7 +115,9 @@ def use(uri: str) -> str:
     uri = resolve_uri(uri)
     path = sqlite_path(uri)
     if path is not None and not path.is_file():  # SQLite would silently create an empty store here
-        raise TrackingError(f"no MLflow store at {path}: run the pipeline first, or point "
-                            "MLFLOW_TRACKING_URI (or --tracking-uri) at the store")
+        raise TrackingError(
+            f"no MLflow store at {path}: run the pipeline first, or point "
+            "MLFLOW_TRACKING_URI (or --tracking-uri) at the store"
+        )
     mlflow.set_tracking_uri(uri)
     return uri

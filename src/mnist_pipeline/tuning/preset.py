@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import yaml
 
@@ -16,7 +17,8 @@ def command(overrides: Sequence[str]) -> str:
 def preset(overrides: Sequence[str], header: str) -> str:
     """A `# @package _global_` preset: config group choices (model=shallow_cnn) become `override /model`
     defaults, dotted settings nested values."""
-    groups, values = [], {}
+    groups: list[dict[str, str]] = []
+    values: dict[str, Any] = {}
     for item in overrides:
         key, value = item.split("=", 1)
         if (workspace.CONF_DIR / key).is_dir():  # a config group choice: model=shallow_cnn

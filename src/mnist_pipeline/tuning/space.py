@@ -17,8 +17,9 @@ KINDS = ("float", "int", "categorical")
 def check(space: DictConfig) -> None:
     """`space.train` is a list of train overrides; every `space.params` entry is a valid distribution."""
     if not OmegaConf.is_list(space.train) or not all("=" in str(o) for o in space.train):
-        raise ConfigError(f"space.train: expected a list of train overrides like model=shallow_cnn, "
-                          f"got {space.train!r}")
+        raise ConfigError(
+            f"space.train: expected a list of train overrides like model=shallow_cnn, got {space.train!r}"
+        )
     if not space.params:
         raise ConfigError("space.params: the search space is empty")
     for key, spec in space.params.items():  # keys hold dots (optimizer.lr): checked here, not by select
@@ -46,8 +47,7 @@ def suggest(trial: optuna.Trial, params: Mapping) -> dict[str, Any]:
         elif spec["type"] == "int":
             values[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
         else:
-            values[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]),
-                                              log=bool(spec.get("log")))
+            values[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
     return values
 
 

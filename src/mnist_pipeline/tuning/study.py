@@ -41,8 +41,11 @@ def on_dead_trial(study_name: str, retries: int):
     retry = optuna.storages.RetryFailedTrialCallback(max_retry=retries) if retries else None
 
     def handle(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        log.warning("trial %d's worker stopped sending heartbeats: trial FAIL%s", trial.number,
-                    ", its parameters queued again" if retry else "")
+        log.warning(
+            "trial %d's worker stopped sending heartbeats: trial FAIL%s",
+            trial.number,
+            ", its parameters queued again" if retry else "",
+        )
         for run_id in runs.running_ids({"optuna.study": study_name, "optuna.trial": str(trial.number)}):
             runs.update_run(run_id, tags={"optuna.state": "FAIL"}, status="KILLED")
         if retry:
@@ -59,16 +62,24 @@ def open_study(cfg: DictConfig, uri: str) -> optuna.Study:
         try:
             with first_open(uri):
                 storage = optuna.storages.RDBStorage(
-                    uri, heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period,
-                    failed_trial_callback=on_dead_trial(cfg.study_name, cfg.retries))
+                    uri,
+                    heartbeat_interval=cfg.heartbeat_interval,
+                    grace_period=cfg.grace_period,
+                    failed_trial_callback=on_dead_trial(cfg.study_name, cfg.retries),
+                )
                 return optuna.create_study(
-                    study_name=cfg.study_name, storage=storage,
-                    direction=cfg.space.direction, sampler=instantiate(cfg.space.sampler),
-                    pruner=instantiate(cfg.space.pruner), load_if_exists=True)
+                    study_name=cfg.study_name,
+                    storage=storage,
+                    direction=cfg.space.direction,
+                    sampler=instantiate(cfg.space.sampler),
+                    pruner=instantiate(cfg.space.pruner),
+                    load_if_exists=True,
+                )
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
             if attempt == OPEN_ATTEMPTS:
-                raise SearchError(f"Optuna storage {shown(uri)}: cannot create study {cfg.study_name!r}: "
-                                  f"{str(exc).splitlines()[0]}") from exc
+                raise SearchError(
+                    f"Optuna storage {shown(uri)}: cannot create study {cfg.study_name!r}: {str(exc).splitlines()[0]}"
+                ) from exc
             time.sleep(random.uniform(0.5, 2.0))
         except sqlalchemy.exc.SQLAlchemyError as exc:
             raise SearchError(f"Optuna storage {shown(uri)}: {str(exc).splitlines()[0]}; check `storage`") from exc
@@ -83,8 +94,13 @@ def record_best(study: optuna.Study, parent: str) -> None:
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in finished):
         return
     best = study.best_trial  # read after the count: it has seen at least those trials
-    runs.update_run(parent, metrics={"best_value": best.value}, step=len(finished),
-                    tags={"best.trial": best.number, **{f"best.{k}": v for k, v in best.params.items()}})
+    assert best.value is not None  # a COMPLETE trial has its value
+    runs.update_run(
+        parent,
+        metrics={"best_value": best.value},
+        step=len(finished),
+        tags={"best.trial": best.number, **{f"best.{k}": v for k, v in best.params.items()}},
+    )
 
 
 def all_workers_done(study: optuna.Study) -> bool:
