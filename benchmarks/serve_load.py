@@ -9,7 +9,7 @@
 The model: --model-uri from MLFLOW_TRACKING_URI's store, else `python -m mnist_pipeline.train experiment=fast
 trainer.epochs=1` into a throwaway store. Images: data/prepared (else prepared from $MNIST_MIRROR into a
 temporary folder). The server: `mlflow models serve --env-manager local` on a free 127.0.0.1 port
-(tests/helpers.py::model_server, stopped by its PID's process group whatever happens), as the README runs it:
+(tests/helpers.py::model_server, stopped by its PID's process group whatever happens), as docs/serving.md runs it:
 predictions one at a time (mnist_pipeline.serving); --threaded serves with uvicorn's own loop instead, where
 MLflow predicts concurrent requests in concurrent threads. Every request is a
 POST /invocations of one of KINDS, drawn with --seed; each client keeps one connection and sends its next

@@ -3,7 +3,7 @@ half-written output or RUNNING run is left behind; the signals that stopped work
 defers them until it is complete.
 
 kill -9 cannot be caught: what it leaves (staging folders, a RUNNING run) is cleaned up by the next run
-(atomic.py, tracking/runs.py).
+(core/atomic.py, tracking/runs.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each conf/model/<name>.yaml names its builder with `_target_` and passes the layer sizes, so one builder
 serves every width/depth variant and adding an architecture means one builder plus one config. Every
 model takes float32 images (n, rows, cols, 1) in [0, 1] and returns one softmax probability per class; the
-image shape and the class count are the prepared dataset's (train.py passes them), never constants.
+image shape and the class count are the prepared dataset's (ml/fit.py passes them), never constants.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ is reported in one line and the previous one (or a fresh start) is used instead.
 
 The state lives beside the output folder, `<output_dir>.resume` (DVC ignores it: .dvcignore), and is removed
 once the training's outputs are in place. The data order and augmentation of each epoch depend only on
-the seed and the epoch number (training.train_dataset), so a resumed epoch sees the data it would have seen.
+the seed and the epoch number (ml/inputs.train_dataset), so a resumed epoch sees the data it would have seen.
 """
 
 from __future__ import annotations
