@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gzip
-from collections import Counter
 import struct
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,6 +123,88 @@ def model_server(model_uri: str, tracking_uri: str, cwd: Path, extra_env: dict |
             server.wait()
 
 
+# ---- a project copy, DVC and git, as a user drives them -----------------------------------------------------
+
+def set_param(repo: Path, key: str, value) -> None:
+    """Edit one `key: value` line of params.yaml (as a user would)."""
+    import re
+
+    path = repo / "params.yaml"
+    text, count = re.subn(rf"(?m)^(\s*{key}:)\s*[^#\n]*?(\s*#.*)?$", rf"\g<1> {value}\g<2>", path.read_text())
+    assert count == 1, f"{key} not found once in params.yaml"
+    path.write_text(text)
+
+
+def ran_stages(result) -> list[str]:
+    """The stages a `dvc repro` / `dvc exp run` actually ran, in order (not the skipped ones)."""
+    import re
+
+    return re.findall(r"(?m)^Running stage '([^']+)':", result.stdout)
+
+
+def git_commit_all(repo: Path, message: str) -> None:
+    import os
+    import subprocess
+
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", message], cwd=repo, check=True, env=env)
+
+
+QUICK_VARIANTS = ('  mlp_32x32-none: {model: mlp_32x32, augment: none, overrides: ""}\n'
+                  '  dense_3x500-none: {model: dense_3x500, augment: none, overrides: "trainer.batch_size=500"}\n')
+
+
+def quick_project(dest: Path, limit: int, variants: str = QUICK_VARIANTS) -> Path:
+    """A committed copy of the project with only `variants` (params.yaml lines), `limit` images, 1 epoch."""
+    repo = copy_repo(dest)
+    text = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(text[: text.index("variants:\n")] + "variants:\n" + variants)
+    set_param(repo, "limit", limit)
+    set_param(repo, "epochs", 1)
+    git_commit_all(repo, "two quick variants")
+    return repo
+
+
+# ---- the stages and the CLI in subprocesses, on a temporary MLflow store ----------------------------------
+
+def train_args(tmp_path: Path, data_dir: Path, *overrides: str) -> tuple[str, ...]:
+    """The train stage's overrides for a run whose outputs stay in `tmp_path`: out/ and hydra/."""
+    return (f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+            *overrides)
+
+
+def store_env(tmp_path: Path) -> dict[str, str]:
+    """The environment that points a stage at the SQLite store tmp_path/mlruns/mlflow.db."""
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
+
+
+def client_for(tmp_path: Path):
+    """An MlflowClient on store_env(tmp_path)'s store (no global tracking URI is set)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=store_env(tmp_path)["MLFLOW_TRACKING_URI"])
+
+
+def run_cli(*args: str, cwd: Path, tracking_uri: str | None = None):
+    """`python -m mnist_pipeline.cli <args>` in `cwd`, on `tracking_uri` (else none: the CLI's default)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return subprocess.run([sys.executable, "-m", "mnist_pipeline.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def registry_cli(*args: str, store: str):
+    """`mnist-pipeline registry <args>` on the store `store`."""
+    return run_cli("registry", *args, cwd=REPO, tracking_uri=store)
+
+
 def compose(config_name: str, *overrides: str, hydra: bool = False):
     """A stage's config as Hydra composes it from conf/, with `overrides` (e.g. "model=deep_cnn"); with
     `hydra=True` the `hydra` node too (its runtime choices). Paths that only exist at run time
@@ -160,3 +242,54 @@ PARAM_COUNTS = {
     "bn_cnn": 326_826,
     "tiny_cnn": 18_378,  # conv 5x5x1x16+16, 5x5x16x32+32, dense 512x10+10
 }
+
+
+@contextmanager
+def restored_globals() -> Iterator[None]:
+    """Whatever the block changes of this process's global state is put back at its end: the environment
+    (MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_ID, ...), MLflow's tracking URI and active experiment (which
+    mlflow.set_tracking_uri / set_experiment, and so tracking.store.setup, set for the whole process), any
+    run left active, and Keras' dtype policy and TensorFlow's op determinism (which an in-process training
+    sets). Only the libraries already imported are looked at."""
+    import os
+    import sys
+
+    environ = dict(os.environ)
+    saved: dict = {}
+    if "mlflow" in sys.modules:
+        from mlflow.tracking import fluent
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        saved["mlflow"] = (tracking_utils._tracking_uri, fluent._active_experiment_id)
+    if "keras" in sys.modules:
+        import keras
+        from tensorflow.python.framework import config as tf_config
+
+        saved["keras"] = (keras.config.dtype_policy().name, tf_config.is_op_determinism_enabled())
+    try:
+        yield
+    finally:
+        if "mlflow" in sys.modules:
+            import mlflow
+            from mlflow.tracking import fluent
+
+            for _ in range(10):  # a run left open (a test that failed inside one): ended, in its own store
+                if mlflow.active_run() is None:
+                    break
+                try:
+                    mlflow.end_run(status="KILLED")
+                except Exception:  # noqa: BLE001 - its store may be gone with the test's tmp_path
+                    fluent._active_run_stack.get().pop()
+            uri, experiment_id = saved.get("mlflow", (None, None))
+            mlflow.set_tracking_uri(uri)
+            fluent._active_experiment_id = experiment_id
+        if "keras" in sys.modules:
+            import keras
+            from tensorflow.python.framework import config as tf_config
+
+            policy, deterministic = saved.get("keras", ("float32", False))
+            keras.config.set_dtype_policy(policy)
+            if tf_config.is_op_determinism_enabled() != deterministic:
+                (tf_config.enable_op_determinism if deterministic else tf_config.disable_op_determinism)()
+        os.environ.clear()
+        os.environ.update(environ)
