@@ -1,16 +1,10 @@
 """The fused batch norm computes what Keras' layer does, and no saved model depends on it."""
 
-import subprocess
-import sys
-
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 
-from mnist_pipeline.ml import batchnorm
-from mnist_pipeline.ml import models
-from mnist_pipeline.ml import export, optimizers
+from mnist_pipeline.ml import batchnorm, models
 
 RNG = np.random.default_rng(7)
 
@@ -86,42 +80,6 @@ def test_bn_convnet_fuses_the_convs_batch_norm_only_when_asked():
     assert fused.count_params() == plain.count_params() == 36 + 288 + 1728 + 4 * 18 + 21 == 2145
 
 
-def test_the_exported_model_loads_without_this_package(tmp_path):
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        def build():
-            return bn_cnn(True)
-
-        model = optimizers.compile_model(build(), {"name": "adam", "lr": 0.01, "schedule": "constant",
-                                                 "warmup_fraction": 0.0, "ema_momentum": 0.0}, 1, total_steps=2)
-        x = RNG.random((16, 12, 12, 1), dtype=np.float32)
-        model.fit(x, RNG.integers(0, 3, 16), batch_size=8, epochs=1, verbose=0)  # moving stats move
-        exported = export.export_copy(model, build)
-    finally:
-        keras.config.set_dtype_policy("float32")
-    assert not any(isinstance(layer, batchnorm.FusedBatchNormalization) for layer in exported.layers)
-    assert all(layer.compute_dtype == "float32" for layer in exported.layers)
-    for a, b in zip(model.get_weights(), exported.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(exported.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.02)
-    exported.save(tmp_path / "model.keras")
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "expected.npy", exported.predict(x, verbose=0))
-    # a fresh interpreter that never imports mnist_pipeline, as `mlflow models serve` would load it
-    check = ("import sys, numpy as np, keras; assert not any(m.startswith('mnist_pipeline') for m in sys.modules); "
-             f"m = keras.saving.load_model({str(tmp_path / 'model.keras')!r}, safe_mode=True, compile=False); "
-             f"np.testing.assert_allclose(m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0), "
-             f"np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-6); print('loaded')")
-    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert done.returncode == 0 and done.stdout.strip().endswith("loaded"), done.stderr[-2000:]
-
-
 def test_standard_copy_leaves_a_model_without_fused_layers_alone():
     plain = bn_cnn(False)
     assert batchnorm.standard_copy(plain) is plain
-
-
-@pytest.fixture(autouse=True)
-def _clean_policy():
-    yield
-    keras.config.set_dtype_policy("float32")

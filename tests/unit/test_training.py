@@ -1,16 +1,11 @@
 """The Keras side of training: precision choice, float32 export, the in-memory input pipeline, schedules."""
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_pipeline.ml import models
-from mnist_pipeline.ml import callbacks, export, inputs, optimizers, runtime
+from mnist_pipeline.ml import callbacks, export, inputs, models, optimizers, runtime
 
 TRAINER = {"batch_size": 4, "shuffle_buffer": 0, "seed": 3}
 NO_AUGMENT = dict.fromkeys(("rotation", "width_shift", "height_shift", "shear", "zoom"), 0.0)
@@ -167,26 +162,3 @@ def test_label_smoothing_targets_one_minus_s_plus_s_over_k_on_the_true_digit():
                                       -(0.1 * np.log(0.1) + 0.8 * np.log(0.1) + 0.1 * np.log(0.8))], rtol=1e-6)
     # (n, 1) labels, as Keras passes them from a dataset of scalars after expand_dims, give the same loss.
     np.testing.assert_allclose(keras.ops.convert_to_numpy(optimizers.crossentropy(s)(labels[:, None], probs)), loss)
-
-
-def test_a_model_trained_with_label_smoothing_is_saved_without_its_loss(tmp_path):
-    """The smoothed loss is a local function: the saved model must not refer to it, so Keras' default
-    load_model (compile=True) works in an interpreter that never imported this package."""
-    def build():
-        return models.convnet("tiny", [{"filters": 4, "kernel": 3, "pool": True}], [8], input_shape=(28, 28, 1),
-                              num_classes=10)
-
-    model = optimizers.compile_model(build(), {"name": "adam", "lr": 1e-3, "schedule": "constant"},
-                                   label_smoothing=0.1)
-    x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
-    model.fit(x, np.arange(8), epochs=1, verbose=0)
-    export.export_copy(model, build).save(tmp_path / "model.keras")
-    np.save(tmp_path / "x.npy", x)
-    loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, numpy as np, keras; "
-         f"m = keras.saving.load_model({str(tmp_path / 'model.keras')!r}); "
-         "assert 'mnist_pipeline' not in sys.modules; "
-         f"np.save({str(tmp_path / 'p.npy')!r}, m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0))"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert loaded.returncode == 0, loaded.stderr[-2000:]
-    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)

@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
+from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.data import pictures as images
 from mnist_pipeline.data.idx import IDXFormatError, parse_images, parse_labels, read_payload
 from mnist_pipeline.data.prepared import load_split
-from mnist_pipeline.core.errors import PipelineError
 from tests.helpers import FUZZ_COUNTS, idx_bytes
 
 CASES = 10_000
