@@ -1,24 +1,13 @@
 """The benchmark scripts' own arithmetic: the FLOP count behind GFLOP/s, the accuracy table's machines, and what
 the serving load counts as a broken guarantee."""
 
-import importlib.util
 import json
-import sys
 
 import numpy as np
 import pytest
 
 from mnist_pipeline.ml.fit import build_model
-
-from tests.helpers import REPO
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_script
 
 
 @pytest.mark.parametrize(("arch", "multiply_adds"), [

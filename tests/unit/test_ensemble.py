@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from mnist_pipeline.evaluation import ensemble
 
@@ -34,6 +35,9 @@ def test_max_k_limits_the_ensemble():
 def test_average_and_score():
     averaged = ensemble.average([A, B])
     np.testing.assert_allclose(averaged.sum(axis=1), 1.0)
+    # p(true digit) of the average: 0.9, 0.9, (0.9 + 0.4) / 2 = 0.65, (0.4 + 0.9) / 2 = 0.65, all the largest
+    np.testing.assert_allclose(averaged[np.arange(4), LABELS], [0.9, 0.9, 0.65, 0.65])
     scored = ensemble.score(averaged, LABELS)
     assert scored["accuracy"] == 1.0
-    assert scored["loss"] == np.mean(-np.log(averaged[np.arange(4), LABELS])).item()
+    # -(2 ln 0.9 + 2 ln 0.65) / 4 = -ln(0.9 * 0.65) / 2 = -ln 0.585 / 2
+    assert scored["loss"] == pytest.approx(0.26807171587514034, rel=1e-12)

@@ -1,0 +1,83 @@
+"""The fast tier (`python3 dev.py test tests/unit`) runs in one process, in-process only.
+
+No test may leave global state behind for the next: the environment, MLflow's tracking URI and active
+experiment, Keras' dtype policy and op determinism are put back by tests/helpers.restored_globals; the random
+seeds (keras.utils.set_random_seed sets Python's, NumPy's, TensorFlow's and Keras' own) here. And no test may
+start a stage, a TensorFlow process, DVC or MLflow's CLI: those belong in tests/integration/."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+from tests.helpers import restored_globals
+
+
+@contextmanager
+def restored_seeds() -> Iterator[None]:
+    """Python's and NumPy's global random state, TensorFlow's global seed and Keras' global seed (and so its
+    seed generator) as they were before the block; TensorFlow and Keras only if already imported."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    saved = {}
+    if "keras" in sys.modules:
+        from keras.src.backend.common import global_state
+        from tensorflow.python.eager import context
+
+        saved = {"tf": context.global_seed(), "keras": global_state.get_global_attribute("global_random_seed"),
+                 "generator": global_state.get_global_attribute("global_seed_generator")}
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        if "keras" in sys.modules:
+            import tensorflow as tf
+            from keras.src.backend.common import global_state
+
+            tf.random.set_seed(saved.get("tf"))
+            global_state.set_global_attribute("global_random_seed", saved.get("keras"))
+            global_state.set_global_attribute("global_seed_generator", saved.get("generator"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_leaves_no_global_state():
+    with restored_globals(), restored_seeds():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _test_leaves_no_global_state():
+    with restored_globals(), restored_seeds():
+        yield
+
+
+def heavy(args) -> str | None:
+    """Why a command does not belong in the fast tier, or None."""
+    words = [str(w) for w in args] if isinstance(args, (list, tuple)) else str(args).split()
+    program = words[0].rsplit("/", 1)[-1] if words else ""
+    if program in ("dvc", "mlflow", "mnist-pipeline"):
+        return f"it runs {program}"
+    for flag, value in zip(words, words[1:]):
+        if flag == "-m" and value.startswith(("mnist_pipeline", "mlflow", "dvc")):
+            return f"it runs python -m {value}"
+        if flag == "-c" and any(name in value for name in ("tensorflow", "keras")):
+            return "its Python imports TensorFlow"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _no_heavy_subprocess(monkeypatch):
+    start = subprocess.Popen.__init__
+
+    def checked(self, args, *more, **options):
+        reason = heavy(args)
+        assert reason is None, f"not in the fast tier ({reason}): move the test to tests/integration/: {args}"
+        start(self, args, *more, **options)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", checked)
