@@ -63,8 +63,12 @@ def small_prepared(tmp_path_factory, mnist_mirror) -> Path:
 
     tmp = tmp_path_factory.mktemp("small")
     result = run_module(
-        "mnist_pipeline.prepare", f"data.raw_dir={tmp / 'raw'}", f"data.prepared_dir={tmp / 'prepared'}",
-        f"hydra.run.dir={tmp / 'hydra'}", "data.limit=2000", "data.sources=[]",
+        "mnist_pipeline.prepare",
+        f"data.raw_dir={tmp / 'raw'}",
+        f"data.prepared_dir={tmp / 'prepared'}",
+        f"hydra.run.dir={tmp / 'hydra'}",
+        "data.limit=2000",
+        "data.sources=[]",
         env={"MNIST_MIRROR": str(mnist_mirror)},
     )
     assert result.returncode == 0, result.stderr

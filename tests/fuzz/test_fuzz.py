@@ -26,9 +26,13 @@ from mnist_pipeline.data.prepared import load_split
 from tests.helpers import FUZZ_COUNTS, idx_bytes
 
 CASES = 10_000
-FUZZ = settings(max_examples=CASES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=CASES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 
 
 @st.composite
@@ -40,7 +44,7 @@ def mutated(draw, seeds: list[bytes]) -> bytes:
         at = draw(st.integers(0, max(0, len(data) - 1)))
         if kind == "flip" and data:
             chunk = draw(st.binary(min_size=1, max_size=8))
-            data[at:at + len(chunk)] = chunk
+            data[at : at + len(chunk)] = chunk
         elif kind == "truncate":
             del data[at:]
         elif kind == "insert":
@@ -84,13 +88,17 @@ def test_idx_parser_fuzz(tmp_path):
     path, ran = tmp_path / "data.gz", []
 
     @FUZZ
-    @given(data=st.one_of(st.binary(max_size=80), idx_headers(), mutated([VALID_IMAGES, VALID_LABELS])),
-           compress=st.booleans(), mutate_gzip=st.booleans(), cut=st.integers(0, 200))
+    @given(
+        data=st.one_of(st.binary(max_size=80), idx_headers(), mutated([VALID_IMAGES, VALID_LABELS])),
+        compress=st.booleans(),
+        mutate_gzip=st.booleans(),
+        cut=st.integers(0, 200),
+    )
     def check(data, compress, mutate_gzip, cut):
         ran.append(1)
         raw = gzip.compress(data) if compress else data
         if compress and mutate_gzip:  # damage the compressed stream itself
-            raw = raw[:cut] + raw[cut + 1:] if cut < len(raw) else raw + b"\x00"
+            raw = raw[:cut] + raw[cut + 1 :] if cut < len(raw) else raw + b"\x00"
         path.write_bytes(raw)
         for parse, ndim in ((parse_images, 3), (parse_labels, 1)):
             try:
@@ -118,8 +126,11 @@ def refused_within_1_mib(call) -> None:
 
 def test_a_header_claiming_billions_is_refused_before_any_allocation():
     huge = b"\x00\x00\x08\x03" + struct.pack(">3I", 4_000_000_000, 28, 28) + b"\x00" * 100
-    with pytest.raises(IDXFormatError, match=r"truncated: header declares 4000000000x28x28 = 3136000000000 "
-                                             r"payload bytes, file has 100"):
+    with pytest.raises(
+        IDXFormatError,
+        match=r"truncated: header declares 4000000000x28x28 = 3136000000000 "
+        r"payload bytes, file has 100",
+    ):
         refused_within_1_mib(lambda: parse_images(huge, "huge"))
 
 
@@ -141,6 +152,7 @@ def test_a_gzip_bomb_is_refused_while_it_decompresses(tmp_path):
 
 
 # --- the prepared-data loader --------------------------------------------------------------------------------
+
 
 def npz_bytes(**arrays) -> bytes:
     buffer = io.BytesIO()
@@ -180,7 +192,9 @@ def odd_npz(draw) -> bytes:
         else:
             members[f"{name}.npy"] = draw(st.binary(max_size=300))
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))) as z:
+    with zipfile.ZipFile(
+        buffer, "w", compression=draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))
+    ) as z:
         for name, data in members.items():
             z.writestr(name, data)
     return buffer.getvalue()
@@ -211,30 +225,40 @@ def test_a_prepared_split_claiming_billions_is_refused_before_any_allocation(tmp
     with zipfile.ZipFile(tmp_path / "train.npz", "w") as z:
         z.writestr("x.npy", huge_npy((99999999, 28, 28, 1)))
         z.writestr("y.npy", npy_bytes(np.zeros(1, np.uint8)))
-    with pytest.raises(PipelineError, match=r"damaged \(header declares shape \(99999999, 28, 28, 1\) of float32 "
-                                            r"= 313,599,996,864 bytes, more than the 1,073,741,824 accepted\)"):
+    with pytest.raises(
+        PipelineError,
+        match=r"damaged \(header declares shape \(99999999, 28, 28, 1\) of float32 "
+        r"= 313,599,996,864 bytes, more than the 1,073,741,824 accepted\)",
+    ):
         refused_within_1_mib(lambda: load_split(tmp_path, "train"))
 
 
 # --- predict's image loader ------------------------------------------------------------------------------------
 
+
 def picture(fmt: str, mode: str = "L") -> bytes:
     img = Image.new(mode, (40, 30), 0 if mode != "RGBA" else (0, 0, 0, 0))
-    ImageDraw.Draw(img).line([(8, 5), (30, 5), (15, 25)], fill=255 if mode == "L" else (255, 255, 255, 255)
-                             if mode == "RGBA" else 200, width=4)
+    ImageDraw.Draw(img).line(
+        [(8, 5), (30, 5), (15, 25)],
+        fill=255 if mode == "L" else (255, 255, 255, 255) if mode == "RGBA" else 200,
+        width=4,
+    )
     buffer = io.BytesIO()
     img.save(buffer, format=fmt)
     return buffer.getvalue()
 
 
-IMAGE_SEEDS = {".png": [picture("PNG"), picture("PNG", "RGBA"), picture("PNG", "P"), picture("GIF")],
-               ".jpg": [picture("JPEG")],
-               ".npy": [npy_bytes(np.zeros((28, 28), np.uint8)), npy_bytes(np.full((2, 28, 28, 1), 0.5, np.float32))]}
+IMAGE_SEEDS = {
+    ".png": [picture("PNG"), picture("PNG", "RGBA"), picture("PNG", "P"), picture("GIF")],
+    ".jpg": [picture("JPEG")],
+    ".npy": [npy_bytes(np.zeros((28, 28), np.uint8)), npy_bytes(np.full((2, 28, 28, 1), 0.5, np.float32))],
+}
 
 
 def test_image_loader_fuzz():
     ran = []
     with tempfile.TemporaryDirectory() as folder:
+
         @FUZZ
         @given(suffix=st.sampled_from(sorted(IMAGE_SEEDS)), data=st.data())
         def check(suffix, data):

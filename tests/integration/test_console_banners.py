@@ -14,8 +14,10 @@ from mnist_pipeline.core import console
 from tests.helpers import run_module
 
 # TensorFlow-style C++ log lines the probe writes to file descriptor 2 (not INFO banners: the filter keeps them)
-PROBE_FD_LINES = ["E0000 00:00:1795600614.044446   15526 some_kernel.cc:42] a TensorFlow error\n",
-                  "W0000 00:00:1795600614.044446   15526 port.cc:153] oneDNN custom operations are on, at WARNING\n"]
+PROBE_FD_LINES = [
+    "E0000 00:00:1795600614.044446   15526 some_kernel.cc:42] a TensorFlow error\n",
+    "W0000 00:00:1795600614.044446   15526 port.cc:153] oneDNN custom operations are on, at WARNING\n",
+]
 PROBE = r"""
 import os, sys, warnings
 from mnist_pipeline.core import console
@@ -36,9 +38,14 @@ raise RuntimeError("a traceback")
 def run_probe(**env: str) -> str:
     """PROBE in a fresh Python with stdout and stderr into one pipe, as a terminal or a log file sees them."""
     environ = {k: v for k, v in os.environ.items() if k not in (console.ENV, "TF_CPP_MIN_LOG_LEVEL")}
-    result = subprocess.run([sys.executable, "-c", f"FD_LINES = {PROBE_FD_LINES!r}\n{PROBE}"],
-                            env={**environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", f"FD_LINES = {PROBE_FD_LINES!r}\n{PROBE}"],
+        env={**environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1, result.stdout
     return result.stdout
 
@@ -51,8 +58,12 @@ def in_order(output: str, *markers: str) -> bool:
 def test_tensorflow_banners_are_gone_and_warnings_errors_and_tracebacks_come_through():
     output = run_probe()
     assert "filter on: True" in output and "sum 2" in output
-    for banner in ("absl::InitializeLog()", "oneDNN custom operations are on. You may see", "cpu_feature_guard",
-                   "To enable the following instructions"):
+    for banner in (
+        "absl::InitializeLog()",
+        "oneDNN custom operations are on. You may see",
+        "cpu_feature_guard",
+        "To enable the following instructions",
+    ):
         assert banner not in output, output
     # file-descriptor writes (TensorFlow's C++ logging) pass the filter: all there, whole lines, in their own order
     forwarded = [line for line in PROBE_FD_LINES if line in output]
@@ -62,8 +73,16 @@ def test_tensorflow_banners_are_gone_and_warnings_errors_and_tracebacks_come_thr
     # (a traceback). Without them, Python's stderr (written directly) keeps its exact order against stdout.
     for line in PROBE_FD_LINES:
         output = output.replace(line, "", 1)
-    assert in_order(output, "filter on: True", "sum 2", "UserWarning: a Python warning", "error: an error line",
-                    "last stdout line", "Traceback (most recent call last):", "RuntimeError: a traceback"), output
+    assert in_order(
+        output,
+        "filter on: True",
+        "sum 2",
+        "UserWarning: a Python warning",
+        "error: an error line",
+        "last stdout line",
+        "Traceback (most recent call last):",
+        "RuntimeError: a traceback",
+    ), output
 
 
 @pytest.mark.parametrize("env", [{console.ENV: "1"}, {"TF_CPP_MIN_LOG_LEVEL": "0"}])
@@ -81,8 +100,9 @@ def test_a_failing_stage_prints_one_error_line_and_no_banner(tmp_path, monkeypat
     monkeypatch.delenv(console.ENV, raising=False)
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     missing = tmp_path / "ghost" / "run.json"
-    result = run_module("mnist_pipeline.evaluate", "variant=ghost", f"model_dir={tmp_path / 'ghost'}",
-                        f"hydra.run.dir={tmp_path / 'h'}")
+    result = run_module(
+        "mnist_pipeline.evaluate", "variant=ghost", f"model_dir={tmp_path / 'ghost'}", f"hydra.run.dir={tmp_path / 'h'}"
+    )
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {missing} not found: "), result.stderr

@@ -29,8 +29,11 @@ def restored_seeds() -> Iterator[None]:
         from keras.src.backend.common import global_state
         from tensorflow.python.eager import context
 
-        saved = {"tf": context.global_seed(), "keras": global_state.get_global_attribute("global_random_seed"),
-                 "generator": global_state.get_global_attribute("global_seed_generator")}
+        saved = {
+            "tf": context.global_seed(),
+            "keras": global_state.get_global_attribute("global_random_seed"),
+            "generator": global_state.get_global_attribute("global_seed_generator"),
+        }
     try:
         yield
     finally:

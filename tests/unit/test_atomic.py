@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from mnist_pipeline.core import atomic
-from mnist_pipeline.core import signals
+from mnist_pipeline.core import atomic, signals
 from mnist_pipeline.core.errors import Terminated
 
 
@@ -46,10 +45,9 @@ def test_a_signal_during_a_commit_lands_after_it(tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(atomic, "_replace", replace_then_signal)
-    with signals.handled(), pytest.raises(Terminated):
-        with atomic.all_or_nothing() as outputs:
-            for name in ("a", "b", "c"):
-                outputs.file(tmp_path / name).write_text(name)
+    with signals.handled(), pytest.raises(Terminated), atomic.all_or_nothing() as outputs:
+        for name in ("a", "b", "c"):
+            outputs.file(tmp_path / name).write_text(name)
     assert calls == ["a", "b", "c"]
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a": "a", "b": "b", "c": "c"}
     assert signals.received[-1] == signal.SIGTERM
@@ -59,10 +57,9 @@ def test_a_failure_before_the_commit_leaves_the_old_outputs(tmp_path):
     (tmp_path / "a").write_text("old a")
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "f").write_text("old f")
-    with pytest.raises(RuntimeError, match="disk full"):
-        with atomic.all_or_nothing() as outputs:
-            outputs.file(tmp_path / "a").write_text("new a")
-            (outputs.folder(tmp_path / "b") / "f").write_text("new f")
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError, match="disk full"), atomic.all_or_nothing() as outputs:
+        outputs.file(tmp_path / "a").write_text("new a")
+        (outputs.folder(tmp_path / "b") / "f").write_text("new f")
+        raise RuntimeError("disk full")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
     assert (tmp_path / "a").read_text() == "old a" and (tmp_path / "b" / "f").read_text() == "old f"

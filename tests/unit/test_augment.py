@@ -12,7 +12,7 @@ from mnist_pipeline.ml.augment import (
     random_affine,
 )
 
-STANDARD = dict(rotation=15.0, width_shift=0.2, height_shift=0.2, shear=0.2, zoom=0.2)
+STANDARD = {"rotation": 15.0, "width_shift": 0.2, "height_shift": 0.2, "shear": 0.2, "zoom": 0.2}
 ZERO = dict.fromkeys(PARAM_NAMES, 0.0)
 
 
@@ -27,7 +27,7 @@ def digits(n: int = 16) -> np.ndarray:
 
 def warp(images: np.ndarray, **params) -> np.ndarray:
     """Apply one fixed affine map (affine_matrix's parameters, identity by default) to all images."""
-    fixed = dict(rotation_deg=0.0, shift_x_px=0.0, shift_y_px=0.0, shear=0.0, zoom_x=1.0, zoom_y=1.0)
+    fixed = {"rotation_deg": 0.0, "shift_x_px": 0.0, "shift_y_px": 0.0, "shear": 0.0, "zoom_x": 1.0, "zoom_y": 1.0}
     fixed.update(params)
     n, height, width, _ = images.shape
     matrices = affine_matrix(**{k: tf.fill([n], v) for k, v in fixed.items()}, height=height, width=width)

@@ -15,8 +15,12 @@ def pair(shape):
     for layer in (keras_bn, fused):
         layer.build(shape)
     channels = shape[-1]
-    weights = [RNG.normal(1, 0.3, channels), RNG.normal(0, 0.3, channels), RNG.normal(0, 1, channels),
-               RNG.uniform(0.5, 2, channels)]
+    weights = [
+        RNG.normal(1, 0.3, channels),
+        RNG.normal(0, 0.3, channels),
+        RNG.normal(0, 1, channels),
+        RNG.uniform(0.5, 2, channels),
+    ]
     for layer in (keras_bn, fused):
         layer.set_weights([w.astype("float32") for w in weights])
     return keras_bn, fused
@@ -67,8 +71,15 @@ def test_under_mixed_bfloat16_it_keeps_the_layer_dtypes():
 
 
 def bn_cnn(fused: bool) -> keras.Model:
-    return models.bn_convnet("bn", [[{"filters": 4, "kernel": 3}, {"filters": 8, "kernel": 3, "strides": 2}]],
-                             dense=[6], dropout=0.1, fused_batchnorm=fused, input_shape=(12, 12, 1), num_classes=3)
+    return models.bn_convnet(
+        "bn",
+        [[{"filters": 4, "kernel": 3}, {"filters": 8, "kernel": 3, "strides": 2}]],
+        dense=[6],
+        dropout=0.1,
+        fused_batchnorm=fused,
+        input_shape=(12, 12, 1),
+        num_classes=3,
+    )
 
 
 def test_bn_convnet_fuses_the_convs_batch_norm_only_when_asked():

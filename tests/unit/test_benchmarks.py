@@ -10,11 +10,14 @@ from mnist_pipeline.ml.fit import build_model
 from tests.helpers import load_script
 
 
-@pytest.mark.parametrize(("arch", "multiply_adds"), [
-    # conv 26x26x32x9x1 + 11x11x64x9x32 + 3x3x128x9x64, dense 1152x64 + 64x10
-    ("shallow_cnn", 194_688 + 2_230_272 + 663_552 + 73_728 + 640),
-    ("dense_3x500", 784 * 500 + 500 * 500 + 500 * 500 + 500 * 10),
-])
+@pytest.mark.parametrize(
+    ("arch", "multiply_adds"),
+    [
+        # conv 26x26x32x9x1 + 11x11x64x9x32 + 3x3x128x9x64, dense 1152x64 + 64x10
+        ("shallow_cnn", 194_688 + 2_230_272 + 663_552 + 73_728 + 640),
+        ("dense_3x500", 784 * 500 + 500 * 500 + 500 * 500 + 500 * 10),
+    ],
+)
 def test_training_flops_count_conv_and_dense_multiply_adds_three_times(arch, multiply_adds):
     throughput = load_script("throughput")
     model = build_model(throughput.compose(arch, "none", []).model, (28, 28, 1), 10)
@@ -31,12 +34,22 @@ AMD = {"cpu": "AMD EPYC", "cores": 2, "bf16": ["avx512_bf16"]}
 def test_accuracy_table_labels_each_seed_with_its_machine():
     accuracy = load_script("accuracy")
     xeon = {"cpu": "Xeon", "cores": 2, "bf16": ["amx_bf16", "avx512_bf16"]}
-    table = accuracy.markdown({"best": {"overrides": ["experiment=best"], "runs": [
-        _run(1, 0.9956, 0.9968, 638.2, AMD), _run(2, 0.9950, 0.9962, 401.0, xeon)]}})
-    assert table.splitlines()[0] == ("Machines: M1 = AMD EPYC, 2 cores, native bf16 avx512_bf16; "
-                                     "M2 = Xeon, 2 cores, native bf16 amx_bf16/avx512_bf16.")
-    assert ("| best | `experiment=best` | 1: 99.56% / 99.68% (638, M1); 2: 99.50% / 99.62% (401, M2) "
-            "| 99.53% | **99.65%** | 520 |") in table
+    table = accuracy.markdown(
+        {
+            "best": {
+                "overrides": ["experiment=best"],
+                "runs": [_run(1, 0.9956, 0.9968, 638.2, AMD), _run(2, 0.9950, 0.9962, 401.0, xeon)],
+            }
+        }
+    )
+    assert table.splitlines()[0] == (
+        "Machines: M1 = AMD EPYC, 2 cores, native bf16 avx512_bf16; "
+        "M2 = Xeon, 2 cores, native bf16 amx_bf16/avx512_bf16."
+    )
+    assert (
+        "| best | `experiment=best` | 1: 99.56% / 99.68% (638, M1); 2: 99.50% / 99.62% (401, M2) "
+        "| 99.53% | **99.65%** | 520 |"
+    ) in table
     assert "chosen on validation" not in table
 
 
@@ -46,10 +59,16 @@ def test_accuracy_table_chooses_on_validation_and_shows_test_only_for_the_choice
     entries = {
         "a 4e-3": {"overrides": ["model=a"], "choice": ["lr", "4e-3"], "runs": [_run(1, 0.990, 0.980, 10, AMD)]},
         "b 4e-3": {"overrides": ["model=b"], "choice": ["lr", "4e-3"], "runs": [_run(1, 0.980, 0.981, 10, AMD)]},
-        "a 2e-3": {"overrides": ["model=a", "optimizer.lr=0.002"], "choice": ["lr", "2e-3"],
-                   "runs": [_run(1, 0.994, 0.999, 10, AMD)]},
-        "b 2e-3": {"overrides": ["model=b", "optimizer.lr=0.002"], "choice": ["lr", "2e-3"],
-                   "runs": [_run(1, 0.975, 0.999, 10, AMD)]},
+        "a 2e-3": {
+            "overrides": ["model=a", "optimizer.lr=0.002"],
+            "choice": ["lr", "2e-3"],
+            "runs": [_run(1, 0.994, 0.999, 10, AMD)],
+        },
+        "b 2e-3": {
+            "overrides": ["model=b", "optimizer.lr=0.002"],
+            "choice": ["lr", "2e-3"],
+            "runs": [_run(1, 0.975, 0.999, 10, AMD)],
+        },
         "alone": {"overrides": ["model=c"], "runs": [_run(1, 0.97, 0.96, 5, AMD)]},
     }
     assert accuracy.choices(entries)["lr"]["chosen"] == "4e-3"
@@ -65,10 +84,17 @@ def test_accuracy_candidate_with_a_seed_over_its_time_budget_is_out_of_the_choic
     accuracy = load_script("accuracy")
     budget = {"choice": ["flagship", "long"], "max_train_seconds": 600}
     entries = {
-        "short": {"overrides": ["e=1"], "choice": ["flagship", "short"], "max_train_seconds": 600,
-                  "runs": [_run(1, 0.990, 0.980, 590, AMD), _run(2, 0.990, 0.980, 600, AMD)]},
-        "long": {"overrides": ["e=2"], **budget,
-                 "runs": [_run(1, 0.995, 0.999, 580, AMD), _run(2, 0.995, 0.999, 601, AMD)]},
+        "short": {
+            "overrides": ["e=1"],
+            "choice": ["flagship", "short"],
+            "max_train_seconds": 600,
+            "runs": [_run(1, 0.990, 0.980, 590, AMD), _run(2, 0.990, 0.980, 600, AMD)],
+        },
+        "long": {
+            "overrides": ["e=2"],
+            **budget,
+            "runs": [_run(1, 0.995, 0.999, 580, AMD), _run(2, 0.995, 0.999, 601, AMD)],
+        },
     }
     d = accuracy.choices(entries)["flagship"]
     assert (d["chosen"], d["over_budget"]) == ("short", ["long"])
@@ -86,8 +112,11 @@ def test_accuracy_candidate_run_on_fewer_seeds_is_a_screen_not_a_choice():
     """One good seed does not beat a three-seed mean: a screen stopped after seed 1 is never chosen."""
     accuracy = load_script("accuracy")
     entries = {
-        "preset": {"overrides": ["e=1"], "choice": ["flagship", "preset"],
-                   "runs": [_run(s, v, 0.99, 500, AMD) for s, v in [(1, 0.996), (2, 0.995), (3, 0.994)]]},
+        "preset": {
+            "overrides": ["e=1"],
+            "choice": ["flagship", "preset"],
+            "runs": [_run(s, v, 0.99, 500, AMD) for s, v in [(1, 0.996), (2, 0.995), (3, 0.994)]],
+        },
         "screen": {"overrides": ["e=2"], "choice": ["flagship", "screen"], "runs": [_run(1, 0.997, 0.999, 500, AMD)]},
     }
     d = accuracy.choices(entries)["flagship"]
@@ -116,8 +145,9 @@ def test_accuracy_stores_each_seed_as_it_finishes_and_keeps_it_when_a_later_seed
     out = tmp_path / "bench"
     out.mkdir()
     earlier = [_run(s, 0.99, 0.991, 10.0, AMD) for s in (1, 2, 3)]
-    (out / "accuracy.json").write_text(json.dumps({"entries": {"best": {"overrides": ["experiment=best"],
-                                                                        "runs": earlier}}}))
+    (out / "accuracy.json").write_text(
+        json.dumps({"entries": {"best": {"overrides": ["experiment=best"], "runs": earlier}}})
+    )
 
     def run_seed(overrides, seed, workdir):
         if seed == 2:
@@ -129,7 +159,10 @@ def test_accuracy_stores_each_seed_as_it_finishes_and_keeps_it_when_a_later_seed
         accuracy.main(["--name", "best", "--out", str(out), "--seeds", "1", "2", "3", "--", "experiment=best"])
     runs = json.loads((out / "accuracy.json").read_text())["entries"]["best"]["runs"]
     assert [(r["seed"], r["val_accuracy"], r["train_seconds"]) for r in runs] == [
-        (1, 0.995, 500.0), (2, 0.99, 10.0), (3, 0.99, 10.0)]
+        (1, 0.995, 500.0),
+        (2, 0.99, 10.0),
+        (3, 0.99, 10.0),
+    ]
     assert "1: 99.50% / 99.70% (500, M1); 2: 99.00% / 99.10% (10, M1)" in (out / "results.md").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["accuracy.json", "results.md"]  # no staging file left
 
@@ -155,13 +188,25 @@ def test_time_to_accuracy_chooses_epochs_on_validation_within_the_budget():
     tta = load_script("time_to_accuracy")
 
     def run(epochs, seed, seconds, val, test):
-        return {"preset": "sprint", "epochs": epochs, "seed": seed, "train_seconds": seconds,
-                "val_accuracy": val, "test_accuracy": test}
+        return {
+            "preset": "sprint",
+            "epochs": epochs,
+            "seed": seed,
+            "train_seconds": seconds,
+            "val_accuracy": val,
+            "test_accuracy": test,
+        }
 
-    runs = [run(1, 1, 4.0, 0.980, 0.985), run(1, 2, 5.0, 0.982, 0.987),
-            run(2, 1, 7.0, 0.987, 0.989), run(2, 2, 8.0, 0.985, 0.993),   # best on validation within 10 s
-            run(3, 1, 10.0, 0.984, 0.999), run(3, 2, 9.0, 0.984, 0.999),  # best on test: must not matter
-            run(4, 1, 10.5, 0.995, 0.995), run(4, 2, 9.0, 0.995, 0.995)]  # best on validation, one seed over budget
+    runs = [
+        run(1, 1, 4.0, 0.980, 0.985),
+        run(1, 2, 5.0, 0.982, 0.987),
+        run(2, 1, 7.0, 0.987, 0.989),
+        run(2, 2, 8.0, 0.985, 0.993),  # best on validation within 10 s
+        run(3, 1, 10.0, 0.984, 0.999),
+        run(3, 2, 9.0, 0.984, 0.999),  # best on test: must not matter
+        run(4, 1, 10.5, 0.995, 0.995),
+        run(4, 2, 9.0, 0.995, 0.995),
+    ]  # best on validation, one seed over budget
     rows = tta.summarise(runs, {"sprint": 10})
     assert [(r["epochs"], r["chosen"]) for r in rows] == [(1, False), (2, True), (3, False), (4, False)]
     assert rows[1]["train_seconds"] == 7.5 and rows[1]["test_min"] == 0.989 and rows[1]["test_max"] == 0.993
@@ -185,10 +230,12 @@ def test_seed_noise_pools_each_setup_around_its_own_mean_and_sizes_the_seeds():
     def entry(vals):
         return {"runs": [{"val_accuracy": v, "test_accuracy": v} for v in vals]}
 
-    entries = {"best, a": entry([0.9950, 0.9952, 0.9954]),   # deviations -0.02, 0, +0.02 points
-               "best, b": entry([0.9960, 0.9964]),           # +-0.02 around a level 0.1 points higher
-               "best, c": entry([0.9900]),                   # one seed: no spread to pool
-               "fast": entry([0.98, 0.99, 1.0])}             # another prefix
+    entries = {
+        "best, a": entry([0.9950, 0.9952, 0.9954]),  # deviations -0.02, 0, +0.02 points
+        "best, b": entry([0.9960, 0.9964]),  # +-0.02 around a level 0.1 points higher
+        "best, c": entry([0.9900]),  # one seed: no spread to pool
+        "fast": entry([0.98, 0.99, 1.0]),
+    }  # another prefix
     sd, dof, names = noise.pooled_sd(entries, "best", "val_accuracy", min_seeds=2)
     assert (round(sd, 6), dof, names) == (round((0.0016 / 3) ** 0.5, 6), 3, ["best, a", "best, b"])
     assert noise.pooled_sd(entries, "best", "val_accuracy", min_seeds=3)[:2] == pytest.approx((0.02, 2))

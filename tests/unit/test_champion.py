@@ -12,8 +12,9 @@ MARGIN = 0.0005
 HASH = "a" * 64
 
 
-def challenger(val: float = 0.9930, limit: int = 0, data_hash: str = HASH,
-               model_uri: str = "models:/m-challenger") -> Challenger:
+def challenger(
+    val: float = 0.9930, limit: int = 0, data_hash: str = HASH, model_uri: str = "models:/m-challenger"
+) -> Challenger:
     return Challenger("bn_cnn-light", val, model_uri, data_hash, limit)
 
 
@@ -42,24 +43,29 @@ def test_a_gain_of_at_least_the_margin_promotes():
     score = Scores()
     # 0.9930 - 0.9920 = 0.0010 >= 0.0005
     assert decide(challenger(0.9930), current(0.9920), MARGIN, score) == Decision(
-        "promoted", promote=True, champion_val=0.9920, rescored=False)
+        "promoted", promote=True, champion_val=0.9920, rescored=False
+    )
     assert score.calls == []  # same data: the accuracy it was registered with counts
 
 
 def test_a_gain_below_the_margin_keeps_the_champion():
     # 0.9923 - 0.9920 = 0.0003 < 0.0005
     assert decide(challenger(0.9923), current(0.9920), MARGIN, Scores()) == Decision(
-        "kept", promote=False, champion_val=0.9920, rescored=False)
+        "kept", promote=False, champion_val=0.9920, rescored=False
+    )
     # no gain at all does not promote, even at margin 0
     assert decide(challenger(0.9920), current(0.9920), 0.0, Scores()).action == "kept"
     # a loss neither
     assert decide(challenger(0.9900), current(0.9920), MARGIN, Scores()).action == "kept"
 
 
-@pytest.mark.parametrize(("new", "old"), [
-    (0.9915, 0.9910),  # in floats 0.000500000000000056: promotes with or without the rounding
-    (0.9920, 0.9915),  # in floats 0.0004999999999999449: only the rounding to 9 places makes it 0.0005
-])
+@pytest.mark.parametrize(
+    ("new", "old"),
+    [
+        (0.9915, 0.9910),  # in floats 0.000500000000000056: promotes with or without the rounding
+        (0.9920, 0.9915),  # in floats 0.0004999999999999449: only the rounding to 9 places makes it 0.0005
+    ],
+)
 def test_a_gain_of_exactly_the_margin_promotes_despite_float_rounding(new, old):
     decision = decide(challenger(new), current(old), MARGIN, Scores())
     assert (decision.action, decision.promote) == ("promoted", True)
@@ -69,7 +75,8 @@ def test_reduced_data_never_promotes():
     score = Scores()
     assert decide(challenger(0.9999, limit=2000), None, MARGIN, score) == Decision("none", promote=False)
     assert decide(challenger(0.9999, limit=2000), current(0.9000), MARGIN, score) == Decision(
-        "kept", promote=False, champion_val=None, rescored=False)
+        "kept", promote=False, champion_val=None, rescored=False
+    )
     assert score.calls == []  # nothing to compare: the champion is not rescored
 
 
@@ -103,27 +110,71 @@ def test_the_champion_itself_as_challenger_is_unchanged():
     assert score.calls == []
 
 
-@pytest.mark.parametrize(("decision", "challenger_", "current_", "new_version", "line"), [
-    (Decision("none", False), challenger(0.9951, limit=2000), None, None,
-     "no champion: challenger bn_cnn-light (val 0.9951) was trained on reduced data (prepare.limit=2000), "
-     "which never promotes"),
-    (Decision("first", True), challenger(0.9951), None, 1,
-     "champion registered: v1 bn_cnn-light, val 0.9951 (no champion before)"),
-    (Decision("unchanged", False), challenger(0.9951), current(0.9951), None,
-     "champion unchanged: v3 deep_cnn-standard is still the best variant (val 0.9951)"),
-    (Decision("kept", False), challenger(0.9951, limit=2000), current(0.9920), None,
-     "champion kept: v3 deep_cnn-standard; challenger bn_cnn-light (val 0.9951) was trained on reduced data "
-     "(prepare.limit=2000), which never promotes"),
-    (Decision("promoted", True, champion_val=0.992), challenger(0.9951), current(0.9920), 4,
-     "champion promoted: v4 bn_cnn-light, val 0.9951 >= v3 deep_cnn-standard 0.9920 + margin 0.0005"),
-    (Decision("promoted", True, champion_val=0.985, rescored=True), challenger(0.9951), current(0.999), 4,
-     "champion promoted: v4 bn_cnn-light, val 0.9951 >= v3 deep_cnn-standard 0.9850 + margin 0.0005 "
-     "(v3 rescored on this validation split: it was registered on other data)"),
-    (Decision("kept", False, champion_val=0.9948), challenger(0.9951), current(0.9948), None,
-     "champion kept: v3 deep_cnn-standard, val 0.9948 + margin 0.0005 > challenger bn_cnn-light 0.9951"),
-    (Decision("kept", False, champion_val=0.996, rescored=True), challenger(0.9951), current(0.9), None,
-     "champion kept: v3 deep_cnn-standard, val 0.9960 + margin 0.0005 > challenger bn_cnn-light 0.9951 "
-     "(v3 rescored on this validation split: it was registered on other data)"),
-], ids=["none", "first", "unchanged", "kept-reduced", "promoted", "promoted-rescored", "kept", "kept-rescored"])
+@pytest.mark.parametrize(
+    ("decision", "challenger_", "current_", "new_version", "line"),
+    [
+        (
+            Decision("none", False),
+            challenger(0.9951, limit=2000),
+            None,
+            None,
+            "no champion: challenger bn_cnn-light (val 0.9951) was trained on reduced data (prepare.limit=2000), "
+            "which never promotes",
+        ),
+        (
+            Decision("first", True),
+            challenger(0.9951),
+            None,
+            1,
+            "champion registered: v1 bn_cnn-light, val 0.9951 (no champion before)",
+        ),
+        (
+            Decision("unchanged", False),
+            challenger(0.9951),
+            current(0.9951),
+            None,
+            "champion unchanged: v3 deep_cnn-standard is still the best variant (val 0.9951)",
+        ),
+        (
+            Decision("kept", False),
+            challenger(0.9951, limit=2000),
+            current(0.9920),
+            None,
+            "champion kept: v3 deep_cnn-standard; challenger bn_cnn-light (val 0.9951) was trained on reduced data "
+            "(prepare.limit=2000), which never promotes",
+        ),
+        (
+            Decision("promoted", True, champion_val=0.992),
+            challenger(0.9951),
+            current(0.9920),
+            4,
+            "champion promoted: v4 bn_cnn-light, val 0.9951 >= v3 deep_cnn-standard 0.9920 + margin 0.0005",
+        ),
+        (
+            Decision("promoted", True, champion_val=0.985, rescored=True),
+            challenger(0.9951),
+            current(0.999),
+            4,
+            "champion promoted: v4 bn_cnn-light, val 0.9951 >= v3 deep_cnn-standard 0.9850 + margin 0.0005 "
+            "(v3 rescored on this validation split: it was registered on other data)",
+        ),
+        (
+            Decision("kept", False, champion_val=0.9948),
+            challenger(0.9951),
+            current(0.9948),
+            None,
+            "champion kept: v3 deep_cnn-standard, val 0.9948 + margin 0.0005 > challenger bn_cnn-light 0.9951",
+        ),
+        (
+            Decision("kept", False, champion_val=0.996, rescored=True),
+            challenger(0.9951),
+            current(0.9),
+            None,
+            "champion kept: v3 deep_cnn-standard, val 0.9960 + margin 0.0005 > challenger bn_cnn-light 0.9951 "
+            "(v3 rescored on this validation split: it was registered on other data)",
+        ),
+    ],
+    ids=["none", "first", "unchanged", "kept-reduced", "promoted", "promoted-rescored", "kept", "kept-rescored"],
+)
 def test_each_decision_reads_as_one_line(decision, challenger_, current_, new_version, line):
     assert decision.line(challenger_, current_, MARGIN, new_version) == line

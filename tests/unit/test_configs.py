@@ -53,11 +53,19 @@ def test_every_experiment_preset_composes_and_builds(preset):
 def test_presets_carry_the_notebook_settings():
     mlp = train_config("experiment=notebook_mlp")
     assert (mlp.model.name, mlp.optimizer.name, mlp.optimizer.momentum, mlp.optimizer.decay) == (
-        "mlp_32x32", "sgd", 0.9, 1e-6)
+        "mlp_32x32",
+        "sgd",
+        0.9,
+        1e-6,
+    )
     assert (mlp.trainer.epochs, mlp.trainer.batch_size, mlp.model.input_norm) == (20, 32, "l2")
     deep = train_config("experiment=notebook_deep_cnn_augmented")
     assert (deep.model.name, deep.augment.name, deep.trainer.batch_size, deep.trainer.epochs) == (
-        "deep_cnn", "standard", 32, 10)
+        "deep_cnn",
+        "standard",
+        32,
+        10,
+    )
     dense = train_config("experiment=notebook_dense_3x500")
     assert (dense.trainer.batch_size, dense.trainer.shuffle_buffer, dense.trainer.epochs) == (500, 10_000, 10)
     assert train_config("experiment=notebook_cnn_dnn").trainer.batch_size == 100
@@ -85,7 +93,10 @@ def test_a_stage_run_by_hand_starts_from_params_yaml_values():
     assert (trainer.epochs, trainer.seed) == (pipeline["train"]["epochs"], pipeline["train"]["seed"])
     data = compose("prepare").data
     assert (data.val_fraction, data.split_seed, data.limit) == (
-        pipeline["prepare"]["val_fraction"], pipeline["prepare"]["split_seed"], pipeline["prepare"]["limit"])
+        pipeline["prepare"]["val_fraction"],
+        pipeline["prepare"]["split_seed"],
+        pipeline["prepare"]["limit"],
+    )
 
 
 def test_the_default_dataset_is_params_yaml_s():
@@ -108,8 +119,10 @@ def test_no_value_dvc_varies_is_written_in_conf():
             else:
                 yield f"{prefix}{key}", value
 
-    for name, keys in [("prepare.yaml", ("data.val_fraction", "data.split_seed", "data.limit")),
-                       ("trainer/default.yaml", ("epochs", "seed"))]:
+    for name, keys in [
+        ("prepare.yaml", ("data.val_fraction", "data.split_seed", "data.limit")),
+        ("trainer/default.yaml", ("epochs", "seed")),
+    ]:
         found = dict(settings(conf_yaml(name)))
         for key in keys:
             assert interpolation.match(str(found[key])), f"conf/{name}: {key} is {found[key]!r}, not ${{params:...}}"
@@ -127,7 +140,9 @@ def test_a_missing_params_key_or_file_is_a_config_error_naming_it(tmp_path):
     assert params.value("train.epochs", path) == 7
     with pytest.raises(ConfigError, match=r"^\$\{params:train\.seed\}: params\.yaml has no 'train\.seed'$"):
         params.value("train.seed", path)
-    with pytest.raises(ConfigError, match=r"^\$\{params:train\.epochs\.max\}: params\.yaml has no 'train\.epochs\.max'"):
+    with pytest.raises(
+        ConfigError, match=r"^\$\{params:train\.epochs\.max\}: params\.yaml has no 'train\.epochs\.max'"
+    ):
         params.value("train.epochs.max", path)  # a value, not a section
     with pytest.raises(ConfigError, match=r"^\$\{params:train\.epochs\}: .*/elsewhere\.yaml not found$"):
         params.value("train.epochs", tmp_path / "elsewhere.yaml")

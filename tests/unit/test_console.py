@@ -78,15 +78,18 @@ def test_a_line_without_its_end_is_forwarded_after_a_moment_not_held_back():
             os.close(fd)
 
 
-@pytest.mark.parametrize(("argv", "app"), [
-    (["python", "-m", "mnist_pipeline.train", "model=deep_cnn"], True),
-    (["python", "-u", "-mmnist_pipeline.search"], True),
-    (["python", "-X", "importtime", "-m", "mnist_pipeline.cli"], True),
-    (["python", "-m", "pytest", "tests"], False),
-    (["python", "-c", "import mnist_pipeline"], False),
-    (["python", "script.py", "-m", "mnist_pipeline.train"], False),
-    (["/venv/bin/mnist-pipeline", "predict", "x.png"], False),  # cli.main turns it on itself
-])
+@pytest.mark.parametrize(
+    ("argv", "app"),
+    [
+        (["python", "-m", "mnist_pipeline.train", "model=deep_cnn"], True),
+        (["python", "-u", "-mmnist_pipeline.search"], True),
+        (["python", "-X", "importtime", "-m", "mnist_pipeline.cli"], True),
+        (["python", "-m", "pytest", "tests"], False),
+        (["python", "-c", "import mnist_pipeline"], False),
+        (["python", "script.py", "-m", "mnist_pipeline.train"], False),
+        (["/venv/bin/mnist-pipeline", "predict", "x.png"], False),  # cli.main turns it on itself
+    ],
+)
 def test_the_package_turns_the_filter_on_only_for_its_own_apps(argv, app):
     assert console.started_as_app(argv) is app
 
@@ -100,8 +103,10 @@ def test_what_a_crashing_process_wrote_last_still_comes_through():
     """TensorFlow's fatal errors (LOG(FATAL), failed checks) abort the process right after writing: the
     filter is a process of its own, so it forwards them all the same."""
     fatal = b"F0000 00:00:1.5   1 op.cc:1] Check failed: a fatal error\n"
-    crash = ("import os\nfrom mnist_pipeline.core import console\nassert console.quiet()\n"
-             f"os.write(2, {BANNERS[0] + bytes([10]) + fatal!r})\nos.abort()\n")
+    crash = (
+        "import os\nfrom mnist_pipeline.core import console\nassert console.quiet()\n"
+        f"os.write(2, {BANNERS[0] + bytes([10]) + fatal!r})\nos.abort()\n"
+    )
     environ = {k: v for k, v in os.environ.items() if k not in (console.ENV, "TF_CPP_MIN_LOG_LEVEL")}
     result = subprocess.run([sys.executable, "-c", crash], env=environ, capture_output=True, timeout=60)
     assert result.returncode == -6, result.stderr

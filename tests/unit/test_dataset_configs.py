@@ -34,15 +34,18 @@ def test_every_dataset_composes_passes_the_checks_and_has_its_own_raw_cache(name
     assert len(cfg.data.classes) == 10 and list(cfg.data.image_size) == [28, 28]
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("data.classes=[only]", "data.classes must list 2 to 256 distinct class names"),
-    ("data.classes=[a,b,a]", "data.classes must list 2 to 256 distinct class names"),
-    ("data.image_size=[28]", "data.image_size must be [rows, columns]"),
-    ("data.image_size=[28,0]", "data.image_size must be [rows, columns]"),
-    ("data.preprocess.box=30", "data.preprocess.box (30) must fit the image size [28, 28]"),
-    ("data.preprocess.centre=middle", "data.preprocess.centre: must be one of mass, box"),
-    ("data.name=My/Data", "data.name must be a short lower-case name"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.classes=[only]", "data.classes must list 2 to 256 distinct class names"),
+        ("data.classes=[a,b,a]", "data.classes must list 2 to 256 distinct class names"),
+        ("data.image_size=[28]", "data.image_size must be [rows, columns]"),
+        ("data.image_size=[28,0]", "data.image_size must be [rows, columns]"),
+        ("data.preprocess.box=30", "data.preprocess.box (30) must fit the image size [28, 28]"),
+        ("data.preprocess.centre=middle", "data.preprocess.centre: must be one of mass, box"),
+        ("data.name=My/Data", "data.name must be a short lower-case name"),
+    ],
+)
 def test_a_wrong_dataset_setting_is_named(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         prepare_stage.check_settings(prepare_config(override))
@@ -71,8 +74,11 @@ def test_models_take_the_image_shape_and_class_count_they_are_given():
 
 def test_a_model_too_deep_for_the_images_is_a_config_error():
     cfg = compose("train", "model=shallow_cnn")
-    with pytest.raises(ConfigError, match=r"model shallow_cnn cannot take 16x16 images \(its convolutions and pools "
-                                          r"shrink the image below one pixel\): choose another model"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model shallow_cnn cannot take 16x16 images \(its convolutions and pools "
+        r"shrink the image below one pixel\): choose another model",
+    ):
         build_model(cfg.model, (16, 16, 1), 5)
 
 

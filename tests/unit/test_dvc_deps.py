@@ -27,8 +27,8 @@ NO_STAGE_DEPENDS_ON = ["src/mnist_pipeline/cli", "src/mnist_pipeline/team", "src
 class Stage(NamedTuple):
     name: str
     cmd: str
-    deps: list[str]                # dvc.yaml `deps:` (files and folders)
-    params: dict[str, list[str]]   # dvc.yaml `params:` by file: the keys tracked, [] for the whole file
+    deps: list[str]  # dvc.yaml `deps:` (files and folders)
+    params: dict[str, list[str]]  # dvc.yaml `params:` by file: the keys tracked, [] for the whole file
     outs: list[str]
 
 
@@ -37,11 +37,16 @@ def stages() -> list[Stage]:
     from dvc.repo import Repo
 
     with Repo(str(REPO)) as repo:
-        return [Stage(s.addressing, s.cmd,
-                      [d.def_path for d in s.deps if not isinstance(d, ParamsDependency)],
-                      {d.def_path: list(d.params) for d in s.deps if isinstance(d, ParamsDependency)},
-                      [o.def_path for o in s.outs])
-                for s in repo.index.stages]
+        return [
+            Stage(
+                s.addressing,
+                s.cmd,
+                [d.def_path for d in s.deps if not isinstance(d, ParamsDependency)],
+                {d.def_path: list(d.params) for d in s.deps if isinstance(d, ParamsDependency)},
+                [o.def_path for o in s.outs],
+            )
+            for s in repo.index.stages
+        ]
 
 
 def module_file(name: str, src: Path = SRC) -> Path | None:
@@ -55,8 +60,12 @@ def module_file(name: str, src: Path = SRC) -> Path | None:
 def only_a_docstring(tree: ast.Module) -> bool:
     """A module with no statement but its docstring: importing it cannot change what a stage computes."""
     body = tree.body
-    return not body or (len(body) == 1 and isinstance(body[0], ast.Expr)
-                        and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str))
+    return not body or (
+        len(body) == 1
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    )
 
 
 def imported_files(*modules: str, src: Path = SRC) -> set[str]:
@@ -175,8 +184,7 @@ def test_every_params_yaml_value_a_config_reads_is_a_param_of_the_stage(stage):
     """conf/ reads DVC's values from params.yaml (`${params:train.epochs}`): the stage must track them there."""
     _, cfg = composed(stage.cmd)
     tracked = stage.params.get("params.yaml", [])
-    untracked = sorted(key for key in params_keys(cfg)
-                       if not any(key == t or key.startswith(f"{t}.") for t in tracked))
+    untracked = sorted(key for key in params_keys(cfg) if not any(key == t or key.startswith(f"{t}.") for t in tracked))
     assert not untracked, f"{stage.name} reads params.yaml's {untracked} but tracks only {tracked}"
 
 
@@ -186,8 +194,11 @@ def test_every_path_a_stage_uses_is_declared(stage):
     direction (outs inside a folder setting) counts too, e.g. reports_dir=reports and reports/summary.json."""
     _, cfg = composed(stage.cmd)
     declared = [*stage.deps, *stage.outs, *stage.params]
-    undeclared = {key: path for key, path in path_settings(cfg).items()
-                  if not (covered(path, declared) or any(PurePosixPath(d).is_relative_to(path) for d in declared))}
+    undeclared = {
+        key: path
+        for key, path in path_settings(cfg).items()
+        if not (covered(path, declared) or any(PurePosixPath(d).is_relative_to(path) for d in declared))
+    }
     assert not undeclared, f"{stage.name} uses paths dvc.yaml does not declare: {undeclared}"
 
 
@@ -200,8 +211,12 @@ def test_each_stage_lists_at_most_eight_deps(stage):
 def test_no_stage_depends_on_the_cli_serving_or_team_code(stage):
     """Editing the CLI, the tracking server or the PostgreSQL code reruns no stage: no dep is one of those
     folders, inside one, or a folder holding one (e.g. all of src/mnist_pipeline)."""
-    overlapping = [d for d in stage.deps for f in NO_STAGE_DEPENDS_ON
-                   if PurePosixPath(d).is_relative_to(f) or PurePosixPath(f).is_relative_to(d)]
+    overlapping = [
+        d
+        for d in stage.deps
+        for f in NO_STAGE_DEPENDS_ON
+        if PurePosixPath(d).is_relative_to(f) or PurePosixPath(f).is_relative_to(d)
+    ]
     assert not overlapping, f"{stage.name} depends on {overlapping}"
 
 
@@ -222,9 +237,13 @@ def test_the_dependency_walk_follows_the_stages_imports():
     """report imports evaluation.files, data.prepared and tracking.logged_models, each with its package's
     __init__ (tracking's is a docstring: not needed); the top package's __init__ holds only its docstring."""
     files = imported_files("mnist_pipeline.report")
-    assert {"src/mnist_pipeline/report.py", "src/mnist_pipeline/evaluation/files.py",
-            "src/mnist_pipeline/data/prepared.py", "src/mnist_pipeline/tracking/logged_models.py",
-            "src/mnist_pipeline/core/__init__.py"} <= files
+    assert {
+        "src/mnist_pipeline/report.py",
+        "src/mnist_pipeline/evaluation/files.py",
+        "src/mnist_pipeline/data/prepared.py",
+        "src/mnist_pipeline/tracking/logged_models.py",
+        "src/mnist_pipeline/core/__init__.py",
+    } <= files
     assert "src/mnist_pipeline/__init__.py" not in files
     assert not any(PurePosixPath(f).is_relative_to(d) for f in files for d in NO_STAGE_DEPENDS_ON)
 
@@ -243,7 +262,10 @@ def test_the_dependency_walk_sees_imports_inside_functions_and_skips_docstring_o
     for name, text in files.items():
         (package / name).write_text(text)
     assert imported_files("mnist_pipeline.stage", src=tmp_path / "src") == {
-        "src/mnist_pipeline/stage.py", "src/mnist_pipeline/sub/__init__.py", "src/mnist_pipeline/sub/lazy.py"}
+        "src/mnist_pipeline/stage.py",
+        "src/mnist_pipeline/sub/__init__.py",
+        "src/mnist_pipeline/sub/lazy.py",
+    }
 
 
 def test_the_hydra_block_sets_only_hydra_settings():

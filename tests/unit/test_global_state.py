@@ -47,11 +47,14 @@ def test_the_next_test_finds_it_as_it_was():
     assert state()["policy"] == "float32" and state()["tf_seed"] is None
 
 
-@pytest.mark.parametrize("args", [
-    [sys.executable, "-m", "mnist_pipeline.evaluate", "variant=x"],
-    [sys.executable, "-c", "import keras"],
-    ["/venv/bin/dvc", "repro"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [sys.executable, "-m", "mnist_pipeline.evaluate", "variant=x"],
+        [sys.executable, "-c", "import keras"],
+        ["/venv/bin/dvc", "repro"],
+    ],
+)
 def test_a_stage_or_tensorflow_subprocess_is_refused_in_the_fast_tier(args):
     with pytest.raises(AssertionError, match="not in the fast tier"):
         subprocess.run(args, capture_output=True)

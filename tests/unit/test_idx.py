@@ -25,7 +25,9 @@ def test_uncompressed_payload_is_read_as_is(tmp_path):
 
 def test_truncated_file_rejected():
     data = idx_bytes(IMAGES)[:-1]
-    with pytest.raises(IDXFormatError, match=r"imgs: truncated: header declares 5x28x28 = 3920 payload bytes, file has 3919"):
+    with pytest.raises(
+        IDXFormatError, match=r"imgs: truncated: header declares 5x28x28 = 3920 payload bytes, file has 3919"
+    ):
         parse_images(data, "imgs")
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_pipeline.data import pictures as images
 from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.data import pictures as images
 from mnist_pipeline.data.pictures import ImageError
 
 
@@ -138,12 +138,15 @@ def test_text_file_named_png_is_refused(tmp_path):
     assert isinstance(err.value, PipelineError)
 
 
-@pytest.mark.parametrize("problem, expected", [
-    ("gif", "not a PNG/JPEG image (it is GIF)"),
-    ("blank", "nothing to classify (the image is blank)"),
-    ("missing", "cannot read image (No such file or directory)"),
-    ("truncated", "cannot read image (image file is truncated"),
-])
+@pytest.mark.parametrize(
+    "problem, expected",
+    [
+        ("gif", "not a PNG/JPEG image (it is GIF)"),
+        ("blank", "nothing to classify (the image is blank)"),
+        ("missing", "cannot read image (No such file or directory)"),
+        ("truncated", "cannot read image (image file is truncated"),
+    ],
+)
 def test_unusable_pictures(tmp_path, problem, expected):
     path = tmp_path / f"{problem}.png"
     if problem == "gif":
@@ -158,15 +161,18 @@ def test_unusable_pictures(tmp_path, problem, expected):
     assert str(err.value).startswith(f"{path}: {expected}")
 
 
-@pytest.mark.parametrize("array, expected", [
-    (np.zeros((3, 4)), "expected shape (28, 28), (28, 28, 1) or (n, 28, 28[, 1]), got (3, 4)"),
-    (np.zeros((28, 28, 3)), "expected shape (28, 28), (28, 28, 1) or (n, 28, 28[, 1]), got (28, 28, 3)"),
-    (np.zeros((0, 28, 28)), "holds no images"),
-    (np.full((28, 28), 1.5), "float values must lie in [0, 1], got 1.5..1.5 (uint8 arrays are scaled"),
-    (np.full((28, 28), -0.1, np.float32), "float values must lie in [0, 1], got -0.1..-0.1"),
-    (np.full((28, 28), np.nan), "float values must lie in [0, 1], found NaN or infinity"),
-    (np.zeros((28, 28), np.int64), "expected uint8 (0..255) or floats in [0, 1], got dtype int64"),
-])
+@pytest.mark.parametrize(
+    "array, expected",
+    [
+        (np.zeros((3, 4)), "expected shape (28, 28), (28, 28, 1) or (n, 28, 28[, 1]), got (3, 4)"),
+        (np.zeros((28, 28, 3)), "expected shape (28, 28), (28, 28, 1) or (n, 28, 28[, 1]), got (28, 28, 3)"),
+        (np.zeros((0, 28, 28)), "holds no images"),
+        (np.full((28, 28), 1.5), "float values must lie in [0, 1], got 1.5..1.5 (uint8 arrays are scaled"),
+        (np.full((28, 28), -0.1, np.float32), "float values must lie in [0, 1], got -0.1..-0.1"),
+        (np.full((28, 28), np.nan), "float values must lie in [0, 1], found NaN or infinity"),
+        (np.zeros((28, 28), np.int64), "expected uint8 (0..255) or floats in [0, 1], got dtype int64"),
+    ],
+)
 def test_unusable_npy(tmp_path, array, expected):
     path = tmp_path / "x.npy"
     np.save(path, array)
@@ -193,8 +199,9 @@ def test_pickles_are_never_loaded(tmp_path):
     raw_pickle.write_bytes(pickle.dumps(_Exploit(marker)))
     with pytest.raises(ImageError) as err:
         images.load_images(object_npy)
-    assert str(err.value) == (f"{object_npy}: holds pickled Python objects, which are never loaded "
-                              "(only plain numeric .npy arrays are)")
+    assert str(err.value) == (
+        f"{object_npy}: holds pickled Python objects, which are never loaded (only plain numeric .npy arrays are)"
+    )
     with pytest.raises(ImageError, match=r"raw\.npy: not a NumPy \.npy file$"):
         images.load_images(raw_pickle)
     assert not marker.exists()
@@ -210,7 +217,9 @@ def png_header_only(width, height):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def exif_rotated(path):
@@ -222,13 +231,16 @@ def exif_rotated(path):
     return path
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("truncated.jpg", "cannot read image (image file is truncated"),
-    ("bomb.png", "image too large"),
-    ("fifty_megapixels.png", "image too large (10000 x 5000 pixels, at most 40,000,000): refused before decoding"),
-    ("one_pixel.png", "nothing to classify (the image is blank)"),
-    ("gif_named.png", "not a PNG/JPEG image (it is GIF)"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("truncated.jpg", "cannot read image (image file is truncated"),
+        ("bomb.png", "image too large"),
+        ("fifty_megapixels.png", "image too large (10000 x 5000 pixels, at most 40,000,000): refused before decoding"),
+        ("one_pixel.png", "nothing to classify (the image is blank)"),
+        ("gif_named.png", "not a PNG/JPEG image (it is GIF)"),
+    ],
+)
 def test_real_world_files_that_are_refused(tmp_path, case, expected):
     path = tmp_path / case
     if case == "truncated.jpg":

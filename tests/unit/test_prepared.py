@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from mnist_pipeline.data.prepared import load_split, scale, write_prepared
 from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.data.prepared import load_split, scale, write_prepared
 
 IMAGES = np.random.default_rng(1).integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
 IMAGES[0] = 0  # an all-black image must not divide by zero

@@ -6,8 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from mnist_pipeline.ml import resume
-from mnist_pipeline.ml import callbacks
+from mnist_pipeline.ml import callbacks, resume
 
 
 def fit_with_checkpoint(root, epochs, start=None, config_sha="abc"):
@@ -17,8 +16,15 @@ def fit_with_checkpoint(root, epochs, start=None, config_sha="abc"):
     best = callbacks.BestWeights()
     checkpoint = resume.Checkpoint(root, start, {"run_id": "r1", "config_sha256": config_sha}, {"BestWeights": best})
     x, y = np.random.default_rng(0).random((32, 4), dtype=np.float32), np.arange(32) % 3
-    model.fit(x, y, validation_data=(x, y), epochs=epochs, initial_epoch=start.epochs if start else 0,
-              callbacks=[best, checkpoint], verbose=0)
+    model.fit(
+        x,
+        y,
+        validation_data=(x, y),
+        epochs=epochs,
+        initial_epoch=start.epochs if start else 0,
+        callbacks=[best, checkpoint],
+        verbose=0,
+    )
     return model, checkpoint
 
 
@@ -33,7 +39,12 @@ def test_each_epoch_leaves_a_verified_snapshot_and_the_last_two_are_kept(root):
     assert sorted(p.name for p in (root / "snapshots").iterdir()) == ["epoch-0002", "epoch-0003"]
     newest = root / "snapshots" / "epoch-0003"
     assert sorted(p.name for p in newest.iterdir()) == [
-        "SHA256SUMS", "best_weights.npz", "latest.weights.h5", "state.json", "training_metadata.json"]
+        "SHA256SUMS",
+        "best_weights.npz",
+        "latest.weights.h5",
+        "state.json",
+        "training_metadata.json",
+    ]
     start = resume.latest(root, "abc")
     assert (start.path, start.epochs, start.state["finished"]) == (newest, 3, True)
     assert len(start.state["history"]["loss"]) == 3 and start.state["run_id"] == "r1"
@@ -48,19 +59,26 @@ def test_resuming_continues_the_history_and_restores_the_best_epoch(root):
     assert checkpoint.stateful["BestWeights"].best_epoch is not None
 
 
-@pytest.mark.parametrize("damage, problem", [
-    (lambda f: f.write_bytes(f.read_bytes()[:100]), "latest.weights.h5 does not match its SHA-256 (truncated or changed)"),
-    (lambda f: f.unlink(), "latest.weights.h5 missing"),
-    (lambda f: (f.parent / "SHA256SUMS").write_text("garbage\n"), "SHA256SUMS malformed"),
-    (lambda f: (f.parent / "SHA256SUMS").unlink(), "SHA256SUMS missing"),
-])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (
+            lambda f: f.write_bytes(f.read_bytes()[:100]),
+            "latest.weights.h5 does not match its SHA-256 (truncated or changed)",
+        ),
+        (lambda f: f.unlink(), "latest.weights.h5 missing"),
+        (lambda f: (f.parent / "SHA256SUMS").write_text("garbage\n"), "SHA256SUMS malformed"),
+        (lambda f: (f.parent / "SHA256SUMS").unlink(), "SHA256SUMS missing"),
+    ],
+)
 def test_a_damaged_snapshot_is_reported_in_one_line_and_the_one_before_used(root, damage, problem, caplog):
     damage(root / "snapshots" / "epoch-0003" / "latest.weights.h5")
     with caplog.at_level(logging.WARNING, logger="mnist_pipeline.ml.resume"):
         start = resume.latest(root, "abc")
     assert start.epochs == 2
     assert [r.getMessage() for r in caplog.records] == [
-        f"resume: {root / 'snapshots' / 'epoch-0003'} is damaged ({problem}): trying the one before"]
+        f"resume: {root / 'snapshots' / 'epoch-0003'} is damaged ({problem}): trying the one before"
+    ]
 
 
 def test_nothing_usable_or_other_settings_start_from_scratch(root, caplog):

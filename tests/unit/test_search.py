@@ -21,19 +21,30 @@ def test_shipped_search_spaces_are_valid(space):
     assert cfg.study_name == space and cfg.storage == "sqlite:///mlruns/optuna.db"
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["n_trials=0"], "n_trials: must be >= 1, got 0"),
-    (["space.direction=up"], "space.direction: must be one of maximize, minimize; got 'up'"),
-    (["~space.params", "+space.params={optimizer.lr: {type: float, low: 0.1, high: 0.01}}"],
-     "space.params[optimizer.lr]: low and high must be numbers with low < high, got 0.1 and 0.01"),
-    (["~space.params", "+space.params={optimizer.lr: {type: float, low: 0, high: 0.1, log: true}}"],
-     "space.params[optimizer.lr].low: must be > 0 on a log scale, got 0"),
-    (["~space.params", "+space.params={augment: {type: choice, choices: [none]}}"],
-     "space.params[augment].type: must be one of float, int, categorical; got 'choice'"),
-    (["~space.params", "+space.params={augment: {type: categorical, choices: []}}"],
-     "space.params[augment].choices: expected a non-empty list"),
-    (["space.train=[model]"], "space.train: expected a list of train overrides like model=shallow_cnn"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["n_trials=0"], "n_trials: must be >= 1, got 0"),
+        (["space.direction=up"], "space.direction: must be one of maximize, minimize; got 'up'"),
+        (
+            ["~space.params", "+space.params={optimizer.lr: {type: float, low: 0.1, high: 0.01}}"],
+            "space.params[optimizer.lr]: low and high must be numbers with low < high, got 0.1 and 0.01",
+        ),
+        (
+            ["~space.params", "+space.params={optimizer.lr: {type: float, low: 0, high: 0.1, log: true}}"],
+            "space.params[optimizer.lr].low: must be > 0 on a log scale, got 0",
+        ),
+        (
+            ["~space.params", "+space.params={augment: {type: choice, choices: [none]}}"],
+            "space.params[augment].type: must be one of float, int, categorical; got 'choice'",
+        ),
+        (
+            ["~space.params", "+space.params={augment: {type: categorical, choices: []}}"],
+            "space.params[augment].choices: expected a non-empty list",
+        ),
+        (["space.train=[model]"], "space.train: expected a list of train overrides like model=shallow_cnn"),
+    ],
+)
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(ConfigError) as raised:
         search.check_settings(composed("space=quick", *overrides))
@@ -56,23 +67,37 @@ def test_suggestions_follow_the_space_and_floats_keep_every_digit():
 def test_a_trials_values_become_train_overrides_after_the_spaces_own():
     cfg = composed("space=shallow_cnn")
     assert space.overrides(cfg.space, {"optimizer.lr": 0.00123, "augment": "light", "trainer.batch_size": 128}) == [
-        "model=shallow_cnn", "trainer.epochs=4", "optimizer.lr=0.00123", "augment=light", "trainer.batch_size=128"]
+        "model=shallow_cnn",
+        "trainer.epochs=4",
+        "optimizer.lr=0.00123",
+        "augment=light",
+        "trainer.batch_size=128",
+    ]
 
 
 def test_best_trial_becomes_a_command_and_a_preset():
-    overrides = ["model=shallow_cnn", "trainer.epochs=4", "optimizer.lr=0.00123", "augment=light",
-                 "trainer.batch_size=128"]
+    overrides = [
+        "model=shallow_cnn",
+        "trainer.epochs=4",
+        "optimizer.lr=0.00123",
+        "augment=light",
+        "trainer.batch_size=128",
+    ]
     assert preset.command(overrides) == (
         "python -m mnist_pipeline.train model=shallow_cnn trainer.epochs=4 optimizer.lr=0.00123 augment=light "
-        "trainer.batch_size=128")
+        "trainer.batch_size=128"
+    )
     header = "# Best trial 7 of Optuna study 'shallow_cnn' (validation accuracy 0.9912).\n"
     text = preset.preset(overrides, header)
-    assert text.startswith("# @package _global_\n# Best trial 7 of Optuna study 'shallow_cnn' (validation "
-                           "accuracy 0.9912).\n")
+    assert text.startswith(
+        "# @package _global_\n# Best trial 7 of Optuna study 'shallow_cnn' (validation accuracy 0.9912).\n"
+    )
     # config groups (folders of conf/) become `override /group` defaults, dotted settings nested values
     assert yaml.safe_load(text) == {
         "defaults": [{"override /model": "shallow_cnn"}, {"override /augment": "light"}],
-        "trainer": {"epochs": 4, "batch_size": 128}, "optimizer": {"lr": 0.00123}}
+        "trainer": {"epochs": 4, "batch_size": 128},
+        "optimizer": {"lr": 0.00123},
+    }
     assert yaml.safe_load(preset.preset(["trainer.epochs=2"], "")) == {"trainer": {"epochs": 2}}  # no groups
 
 

@@ -13,7 +13,7 @@ def test_sizes_and_stratification(fraction):
     assert len(val) == round(len(LABELS) * fraction)
     assert len(train) + len(val) == len(LABELS)
     for cls in range(10):
-        exact = np.sum(LABELS == cls) * fraction
+        exact = np.sum(cls == LABELS) * fraction
         assert abs(np.sum(LABELS[val] == cls) - exact) <= 1
 
 

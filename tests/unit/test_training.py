@@ -18,13 +18,16 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert runtime.cpu_flags(tmp_path / "missing") == set()
 
 
-@pytest.mark.parametrize(("name", "flags", "expected"), [
-    ("auto", {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
-    ("auto", {"amx_bf16"}, "mixed_bfloat16"),
-    ("auto", {"avx512f", "avx2"}, "float32"),  # bf16 would be emulated: slower than float32
-    ("float32", {"avx512_bf16"}, "float32"),
-    ("mixed_bfloat16", set(), "mixed_bfloat16"),
-])
+@pytest.mark.parametrize(
+    ("name", "flags", "expected"),
+    [
+        ("auto", {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+        ("auto", {"amx_bf16"}, "mixed_bfloat16"),
+        ("auto", {"avx512f", "avx2"}, "float32"),  # bf16 would be emulated: slower than float32
+        ("float32", {"avx512_bf16"}, "float32"),
+        ("mixed_bfloat16", set(), "mixed_bfloat16"),
+    ],
+)
 def test_resolve_precision(name, flags, expected):
     assert runtime.resolve_precision(name, flags) == expected
 
@@ -37,9 +40,11 @@ def test_resolve_precision_rejects_unknown():
 def test_export_copy_of_a_mixed_precision_model_is_float32():
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
+
         def build():
-            return models.convnet("tiny", [{"filters": 4, "kernel": 3, "pool": True}], [8], input_shape=(28, 28, 1),
-                                  num_classes=10)
+            return models.convnet(
+                "tiny", [{"filters": 4, "kernel": 3, "pool": True}], [8], input_shape=(28, 28, 1), num_classes=10
+            )
 
         mixed = build()
         assert mixed.layers[0].compute_dtype == "bfloat16" and mixed.layers[-1].compute_dtype == "float32"
@@ -55,7 +60,7 @@ def test_export_copy_of_a_mixed_precision_model_is_float32():
 
 def batches_of(ds, per_epoch=3):
     batches = [(xb.numpy(), yb.numpy()) for xb, yb in ds]
-    return [batches[i:i + per_epoch] for i in range(0, len(batches), per_epoch)]
+    return [batches[i : i + per_epoch] for i in range(0, len(batches), per_epoch)]
 
 
 def test_train_dataset_visits_every_image_once_per_epoch_in_a_new_order():
@@ -126,8 +131,9 @@ def fit_with_callbacks(ema_momentum: float):
     model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(3, activation="softmax")])
     optimizers.compile_model(model, {"name": "adam", "lr": 0.05, "ema_momentum": ema_momentum})
     best, extra = callbacks.callbacks({"early_stopping": {"enabled": False}}, {"ema_momentum": ema_momentum})
-    history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, validation_data=(x[:32], y[:32]),
-                        callbacks=extra, verbose=0).history
+    history = model.fit(
+        x, y, batch_size=16, epochs=3, shuffle=False, validation_data=(x[:32], y[:32]), callbacks=extra, verbose=0
+    ).history
     return model, best, history, (x[:32], y[:32])
 
 
@@ -142,9 +148,10 @@ def test_ema_weights_are_validated_and_kept_while_training_follows_the_raw_weigh
     kept_val_loss = model.evaluate(x_val, y_val, verbose=0)[0]
     assert kept_val_loss == pytest.approx(history["val_loss"][best.best_epoch], rel=1e-5)
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(model.get_weights(), raw_model.get_weights())) > 1e-3
-    assert [type(cb).__name__ for cb in callbacks.callbacks({"early_stopping": {"enabled": False}},
-                                                            {"ema_momentum": 0.9})[1]] == ["SwapEMAWeights",
-                                                                                          "BestWeights"]
+    assert [
+        type(cb).__name__
+        for cb in callbacks.callbacks({"early_stopping": {"enabled": False}}, {"ema_momentum": 0.9})[1]
+    ] == ["SwapEMAWeights", "BestWeights"]
     assert optimizers.make_optimizer({"name": "adam", "lr": 1e-3, "ema_momentum": 0.0}).use_ema is False
 
 
@@ -158,7 +165,13 @@ def test_label_smoothing_targets_one_minus_s_plus_s_over_k_on_the_true_digit():
     loss = keras.ops.convert_to_numpy(optimizers.crossentropy(s)(labels, probs))
     target = (1 - s) * np.eye(3)[labels] + s / 3  # [0.8, 0.1, 0.1] and [0.1, 0.8, 0.1]
     np.testing.assert_allclose(loss, -(target * np.log(probs)).sum(axis=1), rtol=1e-6)
-    np.testing.assert_allclose(loss, [-(0.8 * np.log(0.7) + 0.1 * np.log(0.2) + 0.1 * np.log(0.1)),
-                                      -(0.1 * np.log(0.1) + 0.8 * np.log(0.1) + 0.1 * np.log(0.8))], rtol=1e-6)
+    np.testing.assert_allclose(
+        loss,
+        [
+            -(0.8 * np.log(0.7) + 0.1 * np.log(0.2) + 0.1 * np.log(0.1)),
+            -(0.1 * np.log(0.1) + 0.8 * np.log(0.1) + 0.1 * np.log(0.8)),
+        ],
+        rtol=1e-6,
+    )
     # (n, 1) labels, as Keras passes them from a dataset of scalars after expand_dims, give the same loss.
     np.testing.assert_allclose(keras.ops.convert_to_numpy(optimizers.crossentropy(s)(labels[:, None], probs)), loss)
