@@ -79,7 +79,7 @@ def run_dvc(repo: Path, *args: str, env: dict | None = None):
 @contextmanager
 def model_server(model_uri: str, tracking_uri: str, cwd: Path, extra_env: dict | None = None,
                  timeout: float = 180) -> Iterator[int]:
-    """`mlflow models serve` on a free 127.0.0.1 port, answering /ping, as the README runs it (predictions one at
+    """`mlflow models serve` on a free 127.0.0.1 port, answering /ping, as docs/serving.md runs it (predictions one at
     a time: mnist_pipeline.serving); yields the port. Stopped with its whole process group (uvicorn workers)
     whatever happens."""
     import os

@@ -12,10 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import idx_bytes, run_dvc, write_gz
-from tests.integration.test_dvc_experiments import quick_project
-from tests.integration.test_dvc_pipeline import ran_stages, set_param
-from tests.integration.test_predict_and_serve import run_cli
+from tests.helpers import idx_bytes, quick_project, ran_stages, run_cli, run_dvc, set_param, write_gz
 
 SHAPES = ["horizontal", "vertical", "square", "diagonal", "plus"]
 SIZE = 16

@@ -1,16 +1,13 @@
 """DVC experiments as a team runs them, on a temporary copy of the project with two quick variants: queued
 experiments run by `dvc queue start -j 2` and a `--temp` experiment all land in the project's MLflow store,
-each run of the code and config of its own workspace; `dvc exp show` as the README prints it; the champion
+each run of the code and config of its own workspace; `dvc exp show` as docs/experiments.md prints it; the champion
 gate through real experiments, and the registry command rolling the alias back."""
 
 import csv
 import io
 import json
-import os
 import re
 import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,24 +15,10 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import REPO, copy_repo, run_dvc
-from tests.integration.test_dvc_pipeline import git_commit_all, ran_stages, set_param
+from tests.helpers import REPO, git_commit_all, quick_project, ran_stages, registry_cli, run_dvc
 
 pytestmark = pytest.mark.slow
 
-QUICK_VARIANTS = ('  mlp_32x32-none: {model: mlp_32x32, augment: none, overrides: ""}\n'
-                  '  dense_3x500-none: {model: dense_3x500, augment: none, overrides: "trainer.batch_size=500"}\n')
-
-
-def quick_project(dest: Path, limit: int, variants: str = QUICK_VARIANTS) -> Path:
-    """A committed copy of the project with only `variants` (params.yaml lines), `limit` images, 1 epoch."""
-    repo = copy_repo(dest)
-    text = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(text[: text.index("variants:\n")] + "variants:\n" + variants)
-    set_param(repo, "limit", limit)
-    set_param(repo, "epochs", 1)
-    git_commit_all(repo, "two quick variants")
-    return repo
 
 
 def stop_processes_under(folder: Path) -> None:
@@ -60,9 +43,10 @@ def exp_table(repo: Path) -> dict[str, dict]:
     return {row["Experiment"] or row["rev"]: row for row in csv.DictReader(io.StringIO(shown.stdout))}
 
 
-def readme_exp_show_commands() -> list[str]:
-    """The README's narrow `dvc exp show --...` examples (the bare `dvc exp show` is wide by nature)."""
-    commands = re.findall(r"(?m)^(dvc exp show --[^#\n]*?)\s*(?:#.*)?$", (REPO / "README.md").read_text())
+def documented_exp_show_commands() -> list[str]:
+    """The narrow `dvc exp show --...` examples of docs/experiments.md (the bare `dvc exp show` is wide by
+    nature)."""
+    commands = re.findall(r"(?m)^(dvc exp show --[^#\n]*?)\s*(?:#.*)?$", (REPO / "docs" / "experiments.md").read_text())
     assert len(commands) == 3, commands
     return commands
 
@@ -125,19 +109,13 @@ def test_queued_and_temp_experiments_land_in_the_projects_store(tmp_path, mnist_
             assert shown == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-12), (exp, variant)
         assert table[exp]["best_variant"] in by_exp[exp]
 
-    # The README's `dvc exp show` commands fit a 120-column terminal, with nothing cut off.
-    for command in readme_exp_show_commands():
+    # The documented `dvc exp show` commands fit a 120-column terminal, with nothing cut off.
+    for command in documented_exp_show_commands():
         shown = run_dvc(repo, *shlex.split(command)[1:], "--no-pager", env={"COLUMNS": "120"})
         assert shown.returncode == 0, (command, shown.stderr)
         lines = shown.stdout.splitlines()
         assert max(map(len, lines)) <= 120 and "…" not in shown.stdout, f"{command}:\n{shown.stdout}"
         assert all(exp in shown.stdout for exp in ("q1", "q2", "t1")), f"{command}:\n{shown.stdout}"
-
-
-def registry_cli(*args, store):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
-    return subprocess.run([sys.executable, "-m", "mnist_pipeline.cli", "registry", *args], env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_champion_moves_only_forward_through_experiments(tmp_path, mnist_mirror):

@@ -5,20 +5,11 @@ import csv
 import io
 import json
 import os
-import re
 import subprocess
 
 import pytest
 
-from tests.helpers import copy_repo, run_dvc
-
-
-def set_param(repo, key, value):
-    """Edit one `key: value` line of params.yaml (as a user would)."""
-    path = repo / "params.yaml"
-    text, count = re.subn(rf"(?m)^(\s*{key}:)\s*[^#\n]*?(\s*#.*)?$", rf"\g<1> {value}\g<2>", path.read_text())
-    assert count == 1, f"{key} not found once in params.yaml"
-    path.write_text(text)
+from tests.helpers import copy_repo, git_commit_all, ran_stages, run_dvc, set_param
 
 
 @pytest.fixture(scope="module")
@@ -134,16 +125,8 @@ def test_repro_trains_every_variant_then_nothing(tmp_path, mnist_mirror):
     assert changed <= {"metrics/mlp_32x32-none.json", "reports/summary.json"}, diff.stdout
 
 
-def ran_stages(result):
-    """The stages a `dvc repro` / `dvc exp run` actually ran, in order (not the skipped ones)."""
-    return re.findall(r"(?m)^Running stage '([^']+)':", result.stdout)
 
 
-def git_commit_all(repo, message):
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
-    subprocess.run(["git", "commit", "-qm", message], cwd=repo, check=True, env=env)
 
 
 @pytest.mark.slow

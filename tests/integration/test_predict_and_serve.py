@@ -1,7 +1,6 @@
 """A registered champion used as users do: `mnist-pipeline predict` on files, and `mlflow models serve`."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,15 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_pipeline.ml import models
-from mnist_pipeline.ml import optimizers
+from mnist_pipeline.ml import models, optimizers
 from mnist_pipeline.tracking import logged_models, registry, runs, store
-from tests.helpers import model_server
+from tests.helpers import REPO, model_server, run_cli
 
 PROB = r"[01]\.\d{4}"
-# The README's example request body: {"inputs": x}, x the first test image as nested lists of shape
+# docs/serving.md's example request body: {"inputs": x}, x the first test image as nested lists of shape
 # (1, 28, 28, 1), floats in [0, 1]. `python -c "<this>" > digit.json`; test_serve_champion runs it as is.
-README_PAYLOAD = ("import json, numpy as np; "
+DOCUMENTED_PAYLOAD = ("import json, numpy as np; "
                   "print(json.dumps({'inputs': np.load('data/prepared/test.npz')['x'][:1].tolist()}))")
 LINE = re.compile(rf"(?P<name>.+): (?P<digit>\d) \(p={PROB}\)  top-3: \d {PROB}, \d {PROB}, \d {PROB}")
 
@@ -32,7 +30,7 @@ class Champion:
     tracking_uri: str
     test_npz: Path
     picks: list[tuple[int, int]]  # (test index, label) of digits the model gets right with p > 0.99
-    first_label: int  # of test image 0, the README's example, which the model gets right with p > 0.99
+    first_label: int  # of test image 0, docs/serving.md's example, which the model gets right with p > 0.99
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +52,7 @@ def champion(tmp_path_factory, small_prepared):
     right = probs.argmax(axis=1) == test["y"]
     assert right.mean() > 0.9, f"the test model is too weak: {right.mean():.1%} test accuracy"
     good = right & (probs.max(axis=1) > 0.99)
-    assert good[0], f"the README's example, test image 0, is not classified right with p > 0.99: {probs[0]}"
+    assert good[0], f"docs/serving.md's example, test image 0, is not classified right with p > 0.99: {probs[0]}"
     # The first confident, correct image of three different digits.
     picks: dict[int, int] = {}
     for index in np.flatnonzero(good):
@@ -68,14 +66,6 @@ def champion(tmp_path_factory, small_prepared):
         registry.set_alias("mnist-classifier", "champion", registry.register(model_uri, "mnist-classifier", {}).number)
         mlflow.set_tracking_uri(None)  # leave no global store behind for other tests in this process
     return Champion(uri, small_prepared / "test.npz", picks, int(test["y"][0]))
-
-
-def run_cli(*args, cwd, tracking_uri=None):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    if tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
-    return subprocess.run([sys.executable, "-m", "mnist_pipeline.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 def as_photo(x: np.ndarray) -> Image.Image:
@@ -138,11 +128,12 @@ def test_predict_without_a_store_exits_2(tmp_path):
     assert not (tmp_path / "mlruns").exists()  # and none was created
 
 
-def readme_payload(prepared: Path, cwd: Path) -> bytes:
-    """The README's request body, made by running its command where data/prepared is `prepared`."""
+def documented_payload(prepared: Path, cwd: Path) -> bytes:
+    """docs/serving.md's request body, made by running its command where data/prepared is `prepared`."""
+    assert f'python -c "{DOCUMENTED_PAYLOAD}" > digit.json' in (REPO / "docs" / "serving.md").read_text()
     (cwd / "data").mkdir()
     (cwd / "data" / "prepared").symlink_to(prepared)
-    return subprocess.run([sys.executable, "-c", README_PAYLOAD], cwd=cwd, capture_output=True, check=True).stdout
+    return subprocess.run([sys.executable, "-c", DOCUMENTED_PAYLOAD], cwd=cwd, capture_output=True, check=True).stdout
 
 
 def post(port: int, body: bytes) -> tuple[int, dict | str]:
@@ -157,7 +148,7 @@ def post(port: int, body: bytes) -> tuple[int, dict | str]:
 
 @pytest.mark.slow
 def test_serve_champion(champion, tmp_path):
-    good, label = readme_payload(champion.test_npz.parent, tmp_path), champion.first_label
+    good, label = documented_payload(champion.test_npz.parent, tmp_path), champion.first_label
     with model_server("models:/mnist-classifier@champion", champion.tracking_uri, tmp_path) as port:
         # uvicorn took the loop of mnist_pipeline.serving: concurrent requests never predict at once.
         assert "predictions run one at a time (mnist_pipeline.serving:one_prediction_at_a_time)" in (

@@ -35,7 +35,7 @@ def test_real_mnist_split_sizes_and_values(prepared):
     for split in ("train", "val", "test"):
         x, y = load_split(prepared, split)
         assert x.dtype == np.float32 and x.shape[1:] == (28, 28, 1)
-        assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() == 1.0
+        assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() == 1.0
         assert y.dtype == np.uint8 and len(y) == len(x)
         sizes[split] = len(y)
     assert sizes == {"train": 54000, "val": 6000, "test": 10000}

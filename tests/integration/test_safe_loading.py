@@ -1,5 +1,5 @@
 """Model files that carry code are refused, in one line, wherever the project loads a model: the evaluate
-stage, `mnist-pipeline predict` and the serving path of the README (`mlflow models serve`)."""
+stage, `mnist-pipeline predict` and the serving path of docs/serving.md (`mlflow models serve`)."""
 
 import json
 import os
@@ -111,7 +111,7 @@ def test_predict_refuses_a_logged_model_with_code(logged_lambda, tmp_path):
 
 @pytest.mark.slow
 def test_the_serving_path_refuses_it_too(logged_lambda, tmp_path):
-    """`mlflow models serve` (the README's serving command) loads in Keras' default safe mode: it exits
+    """`mlflow models serve` (docs/serving.md's serving command) loads in Keras' default safe mode: it exits
     with Keras' refusal instead of serving the model."""
     from mnist_pipeline import serving
     from mnist_pipeline.team.postgres import free_port

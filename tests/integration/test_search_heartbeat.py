@@ -8,7 +8,6 @@ import sys
 import time
 
 import optuna
-import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.helpers import REPO, UNTIL_STOPPED
@@ -16,7 +15,7 @@ from tests.helpers import REPO, UNTIL_STOPPED
 
 def worker(tmp_path, name, data_dir, epochs):
     return [sys.executable, "-m", "mnist_pipeline.search", "space=quick", "n_trials=1", f"data_dir={data_dir}",
-            f"storage=sqlite:///{tmp_path / 'optuna.db'}", f"search.train=['model=mlp_32x32','trainer.epochs={epochs}']",
+            f"storage=sqlite:///{tmp_path / 'optuna.db'}", f"space.train=['model=mlp_32x32','trainer.epochs={epochs}']",
             "heartbeat_interval=1", "grace_period=2", f"hydra.run.dir={tmp_path / name}"]
 
 

@@ -6,8 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.helpers import model_server
-from tests.unit.test_benchmarks import load_script
+from tests.helpers import load_script, model_server
 
 serve_load = load_script("serve_load")
 
@@ -40,7 +39,7 @@ def assert_guarantees(load: dict, oversized_status: int | None = None) -> None:
             assert all(400 <= int(status) < 500 for status in k["statuses"]), (kind, k["statuses"])
     if oversized_status:
         assert set(load["kinds"]["oversized"]["statuses"]) == {str(oversized_status)}
-    # MLflow 3.17.2 answers these with 500 (see KNOWN_500); if this fails, MLflow changed: update the README.
+    # MLflow 3.17.2 answers these with 500 (see KNOWN_500); if this fails, MLflow changed: update docs/serving.md.
     assert set(load["known_500"].values()) == {500}, load["known_500"]
     assert load["after"] == {"ping": 200, "valid_request": 200, "problem": None, "process_alive": True}
     assert load["passed"]

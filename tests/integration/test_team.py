@@ -20,11 +20,9 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.team.postgres import Cluster, free_port
 from mnist_pipeline.team import server as tracking_server
-from tests.helpers import REPO, model_server, run_dvc
-from tests.integration.test_dvc_experiments import quick_project
-from tests.integration.test_dvc_pipeline import git_commit_all
+from mnist_pipeline.team.postgres import Cluster, free_port
+from tests.helpers import REPO, compose, git_commit_all, model_server, quick_project, run_dvc
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +149,7 @@ def test_pipeline_runs_through_the_tracking_server(team_repo, server, tmp_path):
     assert predicted.stdout.startswith(f"{tmp_path / 'digit.npy'}: {int(np.argmax(served[0]))} (p=")
 
     body = json.dumps({"inputs": test["x"][:1].tolist()}).encode()
-    hardened = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}  # the README's hardening: Keras needs no pickle
+    hardened = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}  # docs/serving.md's hardening: Keras needs no pickle
     with model_server("models:/mnist-classifier@champion", server["url"], tmp_path, hardened) as port:
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                          headers={"Content-Type": "application/json"})
@@ -239,10 +237,10 @@ def start_worker(tmp_path, name, data_dir, storage, tracking, seed):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.Popen(
         [sys.executable, "-m", "mnist_pipeline.search", "space=quick", "n_trials=3", f"data_dir={data_dir}",
-         f"storage={storage}", f"search.sampler.seed={seed}", f"hydra.run.dir={tmp_path / name}",
+         f"storage={storage}", f"space.sampler.seed={seed}", f"hydra.run.dir={tmp_path / name}",
          # aggressive: any trial under 50% validation accuracy after its first epoch stops there
-         "search.pruner._target_=optuna.pruners.ThresholdPruner", "~search.pruner.n_startup_trials",
-         "~search.pruner.n_warmup_steps", "+search.pruner.lower=0.5"],
+         "space.pruner._target_=optuna.pruners.ThresholdPruner", "~space.pruner.n_startup_trials",
+         "~space.pruner.n_warmup_steps", "+space.pruner.lower=0.5"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -311,16 +309,10 @@ def cluster_password_absent(parent, storage: str) -> bool:
 
 def assert_preset_reproduces(preset: Path, params: dict) -> None:
     """Dropped into conf/experiment/, the preset composes to the best trial's settings."""
-    from hydra import compose, initialize_config_dir
-
-    from mnist_pipeline.core.workspace import CONF_DIR
-
     with tempfile.TemporaryDirectory() as extra:
         (Path(extra) / "experiment").mkdir()
         shutil.copy(preset, Path(extra) / "experiment" / "best_quick.yaml")
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=[f"hydra.searchpath=[file://{extra}]", "experiment=best_quick",
-                                              "output_dir=x"])
+        cfg = compose("train", f"hydra.searchpath=[file://{extra}]", "experiment=best_quick")
     assert cfg.model.name == "mlp_32x32" and cfg.trainer.epochs == 2
     assert cfg.optimizer.lr == params["optimizer.lr"] and cfg.trainer.batch_size == params["trainer.batch_size"]
 
