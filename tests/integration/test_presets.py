@@ -4,15 +4,14 @@ Their accuracy and speed are measured by benchmarks/accuracy.py (benchmarks/resu
 """
 
 import json
+import re
 import zipfile
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from mnist_pipeline.ml import runtime
-from tests.helpers import run_module
-from tests.integration.test_train_stage import client_for, store_env, train_args
-from tests.unit.test_configs import PARAM_COUNTS, train_config
+from tests.helpers import PARAM_COUNTS, client_for, compose, run_module, store_env, train_args
 
 PRESETS = {  # preset: (model, augment)
     "best": ("bn_cnn", "light"),
@@ -27,9 +26,18 @@ MEASURED = {
 }
 
 
+
+def expected_precision() -> str:
+    """What trainer.precision=auto must choose here, read from the CPU's own flags: bfloat16 only where the
+    CPU multiplies it natively (AVX512_BF16 or AMX), float32 elsewhere."""
+    match = re.search(r"(?m)^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text())
+    flags = set(match.group(1).split()) if match else set()
+    return "mixed_bfloat16" if {"avx512_bf16", "amx_bf16"} & flags else "float32"
+
+
 @pytest.mark.parametrize(("preset", "expected"), PRESETS.items())
 def test_preset_composes_and_trains_one_epoch(preset, expected, tmp_path, small_prepared):
-    cfg = train_config(f"experiment={preset}")
+    cfg = compose("train", f"experiment={preset}")
     assert (cfg.model.name, cfg.augment.name) == expected
     assert cfg.trainer.precision == "auto" and cfg.optimizer.schedule == "cosine"
     assert {key: OmegaConf.select(cfg, key) for key in MEASURED[preset]} == MEASURED[preset]
@@ -43,7 +51,7 @@ def test_preset_composes_and_trains_one_epoch(preset, expected, tmp_path, small_
     assert history["epochs_run"] == 1 and history["params"] == PARAM_COUNTS[expected[0]]
     run = client_for(tmp_path).get_run(json.loads((tmp_path / "out" / "run.json").read_text())["run_id"])
     assert run.info.run_name == f"{expected[0]}-{expected[1]}"
-    assert run.data.tags["precision"] == runtime.resolve_precision("auto")
+    assert run.data.tags["precision"] == expected_precision()
     assert run.data.params["trainer.epochs"] == "1"  # the command line beats the preset
     assert run.data.params["optimizer.lr"] == str(cfg.optimizer.lr)
     # trained with the fused batch norm where the model has it, saved with Keras' own layer (batchnorm.py)

@@ -2,20 +2,17 @@
 logged Keras model in a temporary MLflow store; the registry command on the same store."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline import report
 from mnist_pipeline.data.prepared import data_hash
 from mnist_pipeline.evaluation.files import save_probabilities
-from mnist_pipeline.core.workspace import CONF_DIR
-from mnist_pipeline.tracking import logged_models, runs, store as tracking_store
+from mnist_pipeline.tracking import logged_models, runs
+from mnist_pipeline.tracking import store as tracking_store
+from tests.helpers import compose, registry_cli
 
 NAME = "mnist-classifier"
 
@@ -56,8 +53,6 @@ def fake_variant(root, name, val_accuracy, test_accuracy, store, predicts=0, tag
         "variant": name, "epochs_run": 2, "best_epoch": 1, "params": model.count_params(),
         "history": {"val_accuracy": [0.5, val_accuracy], "val_loss": [1.0, 0.1], "epoch_seconds": [1.5, 2.5]}}))
     (folder / "run.json").write_text(json.dumps({"run_id": run.info.run_id, "model_uri": uri}))
-    (root / "metrics").mkdir(exist_ok=True)
-    (root / "metrics" / f"{name}.json").write_text(json.dumps({"test_accuracy": test_accuracy, "test_loss": 0.2}))
     labels = np.arange(10_000) % 10  # fine enough for accuracies like 0.9903
     (root / "probabilities").mkdir(exist_ok=True)
     save_probabilities(root / "probabilities" / f"{name}.npz",
@@ -76,11 +71,9 @@ def confident(labels, accuracy):
 
 def run_report(root, store, variants, data_dir, *overrides):
     (root / "params.yaml").write_text(json.dumps({"variants": {v: {} for v in variants}}))
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("report", overrides=[f"params_file={root / 'params.yaml'}", f"models_dir={root / 'models'}",
-                                           f"metrics_dir={root / 'metrics'}", f"reports_dir={root / 'reports'}",
-                                           f"probabilities_dir={root / 'probabilities'}", f"data_dir={data_dir}",
-                                           f"tracking.tracking_uri={store}", *overrides])
+    cfg = compose("report", f"params_file={root / 'params.yaml'}", f"models_dir={root / 'models'}",
+                  f"reports_dir={root / 'reports'}", f"probabilities_dir={root / 'probabilities'}",
+                  f"data_dir={data_dir}", f"tracking.tracking_uri={store}", *overrides)
     return report.report(cfg)
 
 
@@ -114,23 +107,25 @@ def test_leaderboard_then_first_champion_with_its_tags(tmp_path, store):
     assert board["variants"][0]["train_seconds"] == 4.0 and board["best"]["model_uri"] == uri_a
     assert board["registry"]["line"] == first["registry"]["line"]
     md = (tmp_path / "reports" / "leaderboard.md").read_text()
-    assert "| **a** (best) | 7,850 | 2 | 4 | 0.9900 | 0.9000 | 0.2000 |" in md
+    # test loss from a's test probabilities: -(0.9 ln 0.9 + 0.1 ln(0.1/9)) = 0.5448
+    assert "| **a** (best) | 7,850 | 2 | 4 | 0.9900 | 0.9000 | 0.5448 |" in md
     assert "Registry: champion registered: v1 a, val 0.9900 (no champion before)." in md
     assert (tmp_path / "reports" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
     # The ensemble: k chosen on validation among the top variants by validation accuracy, scored on test.
+    # a alone: 0.99. a and b averaged: both right on images 0-9499; on 9500-9899 (a right, b on the next digit)
+    # the two digits tie at (0.9 + 0.1/9) / 2 and argmax takes the lower one, right for labels 0-8 and wrong
+    # for 9 (its next digit is 0): 360 of 400; both wrong from 9900. 9,860 of 10,000 < 0.99, so k = 1, and
+    # the ensemble's test accuracy is a's own, 0.90.
     combined = board["ensemble"]
-    assert combined["members"] == ["a", "b"][: combined["k"]] and len(combined["val_accuracy_by_k"]) == 2
-    assert combined["val_accuracy_by_k"][0] == pytest.approx(0.99)  # a alone
-    member_probs = [np.load(tmp_path / "probabilities" / f"{m}.npz") for m in combined["members"]]
-    average = np.mean([p["test_probs"] for p in member_probs], axis=0)
-    assert combined["test_accuracy"] == pytest.approx(np.mean(average.argmax(1) == member_probs[0]["test_labels"]))
-    assert f"| ensemble of top {combined['k']} |" in md
+    assert (combined["k"], combined["members"]) == (1, ["a"])
+    assert combined["val_accuracy_by_k"] == pytest.approx([0.99, 0.986], abs=1e-12)
+    assert combined["test_accuracy"] == pytest.approx(0.90, abs=1e-12)
+    assert "| ensemble of top 1 |" in md
 
     summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
     assert summary == {"best_variant": "a", "best_val_accuracy": 0.99, "best_test_accuracy": 0.9,
-                       "ensemble_k": combined["k"], "ensemble_test_accuracy": combined["test_accuracy"],
-                       "champion": "first", "champion_version": 1}
+                       "ensemble_k": 1, "ensemble_test_accuracy": 0.9, "champion": "first", "champion_version": 1}
 
 
 def test_alias_moves_only_for_a_gain_of_at_least_the_margin(tmp_path, store):
@@ -197,12 +192,6 @@ def test_champion_is_rescored_when_the_data_differ(tmp_path, store):
     no_threes = run_report(tmp_path, store, ["b"], prepared(tmp_path, "fives", np.full(50, 5)))["registry"]
     assert no_threes["action"] == "promoted" and no_threes["champion_val_accuracy"] == 0.0
     assert no_threes["version"] == 2
-
-
-def registry_cli(*args, store):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
-    return subprocess.run([sys.executable, "-m", "mnist_pipeline.cli", "registry", *args], env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_registry_command_lists_versions_and_rolls_back(tmp_path, store):

@@ -6,29 +6,65 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
+import yaml
 
-from mnist_pipeline.tracking import logged_models, runs
-from tests.helpers import REPO, UNTIL_STOPPED, run_module
+from mnist_pipeline.tracking import logged_models
+from tests.helpers import REPO, UNTIL_STOPPED, client_for, compose, run_module, store_env, train_args
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
 FAST = ("model=mlp_32x32", "trainer.batch_size=64")
-
-
-def train_args(tmp_path, data_dir, *overrides):
-    return (f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'hydra'}",
-            *overrides)
-
-
-def store_env(tmp_path):
-    return {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
-
-
-def client_for(tmp_path):
-    return MlflowClient(tracking_uri=store_env(tmp_path)["MLFLOW_TRACKING_URI"])
+# Every param the `trained` run below logs, as MLflow stores it (strings: JSON for lists and booleans): the
+# resolved config of `model=shallow_cnn augment=standard trainer.epochs=2 optimizer.lr=3e-3` with the
+# defaults of conf/ (trainer.seed from params.yaml) and every path of conf/paths/default.yaml. data_dir and
+# output_dir are the test's own folders. A key added to or dropped from the config changes this on purpose.
+TRAINED_PARAMS = {
+    "variant": "shallow_cnn-standard",
+    "model._target_": "mnist_pipeline.ml.models.convnet",
+    "model.name": "shallow_cnn",
+    "model.conv.0.filters": "32", "model.conv.0.kernel": "3", "model.conv.0.pool": "true",
+    "model.conv.1.filters": "64", "model.conv.1.kernel": "3", "model.conv.1.pool": "true",
+    "model.conv.2.filters": "128", "model.conv.2.kernel": "3", "model.conv.2.pool": "false",
+    "model.dense": "[64]",
+    "model.padding": "valid",
+    "model.input_norm": "none",
+    "optimizer.name": "adam",
+    "optimizer.lr": "0.003",
+    "optimizer.schedule": "cosine",
+    "optimizer.warmup_fraction": "0.05",
+    "optimizer.ema_momentum": "0.0",
+    "augment.name": "standard",
+    "augment.rotation": "15.0",
+    "augment.width_shift": "0.2",
+    "augment.height_shift": "0.2",
+    "augment.shear": "0.2",
+    "augment.zoom": "0.2",
+    "trainer.epochs": "2",
+    "trainer.batch_size": "256",
+    "trainer.shuffle_buffer": "0",
+    "trainer.seed": "42",
+    "trainer.deterministic": "false",
+    "trainer.precision": "auto",
+    "trainer.label_smoothing": "0.0",
+    "trainer.steps_per_execution": "1",
+    "trainer.threads.intra_op": "0",
+    "trainer.threads.inter_op": "0",
+    "trainer.early_stopping.enabled": "false",
+    "trainer.early_stopping.patience": "3",
+    "trainer.early_stopping.min_delta": "0.0",
+    "tracking.tracking_uri": "sqlite:///mlruns/mlflow.db",  # the config's; MLFLOW_TRACKING_URI won at run time
+    "tracking.experiment": "mnist",
+    "paths.raw": "data/raw",
+    "paths.prepared": "data/prepared",
+    "paths.models": "models",
+    "paths.metrics": "metrics",
+    "paths.probabilities": "probabilities",
+    "paths.plots": "plots",
+    "paths.reports": "reports",
+}
 
 
 def all_runs(tmp_path):
@@ -52,25 +88,18 @@ def trained(tmp_path_factory, small_prepared):
     return tmp, result, run_info, client_for(tmp).get_run(run_info["run_id"])
 
 
-def test_run_finished_with_name_params_and_tags(trained):
+def test_run_finished_with_name_params_and_tags(trained, small_prepared):
     tmp, _, _, run = trained
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "shallow_cnn-standard"
-    params = run.data.params
-    # The whole resolved config, flattened: spot-check every group and the indexed conv list.
-    assert params["model.name"] == "shallow_cnn"
-    assert params["model.conv.1.filters"] == "64" and params["model.dense"] == "[64]"
-    assert params["optimizer.lr"] == "0.003" and params["trainer.epochs"] == "2"
-    assert params["augment.rotation"] == "15.0" and params["trainer.deterministic"] == "false"
-    assert params["output_dir"] == str(tmp / "out")
-    config_yaml = (tmp / "config.yaml")
-    MlflowClient(tracking_uri=store_env(tmp)["MLFLOW_TRACKING_URI"]).download_artifacts(
-        run.info.run_id, "config.yaml", str(tmp))
-    from omegaconf import OmegaConf
-
-    logged_config = OmegaConf.load(config_yaml)
-    expected = {k: runs._param_value(v) for k, v in runs.flatten(logged_config).items()}
-    assert params == expected  # every flattened key present, nothing else
+    # The whole resolved config, flattened: every key present, nothing else.
+    assert run.data.params == {**TRAINED_PARAMS, "data_dir": str(small_prepared), "output_dir": str(tmp / "out")}
+    # ... and the same config, nested and resolved, as the config.yaml artifact.
+    config = yaml.safe_load(Path(client_for(tmp).download_artifacts(run.info.run_id, "config.yaml", str(tmp))).read_text())
+    assert config["model"]["conv"][1] == {"filters": 64, "kernel": 3, "pool": True}
+    assert config["trainer"]["epochs"] == 2 and config["data_dir"] == str(small_prepared)
+    assert config["paths"] == {"raw": "data/raw", "prepared": "data/prepared", "models": "models", "metrics": "metrics",
+                               "probabilities": "probabilities", "plots": "plots", "reports": "reports"}
     tags = run.data.tags
     assert len(tags["git.commit"]) == 40 and tags["git.dirty"] in ("true", "false")
     assert len(tags["data.sha256"]) == 64
@@ -101,14 +130,15 @@ def test_artifacts_and_outputs_exist(trained):
     assert sorted(p.name for p in (tmp / "out").iterdir()) == [
         "augmented_samples.png", "history.json", "model.keras", "run.json", "training_curves.png"]
     overrides = client_for(tmp).download_artifacts(run.info.run_id, "overrides.txt", str(tmp))
-    assert "augment=standard" in open(overrides).read()
+    assert "augment=standard" in Path(overrides).read_text()
 
 
-def test_logged_model_loads_and_predicts(trained, small_prepared):
+def test_logged_model_loads_and_predicts(trained, small_prepared, monkeypatch):
     tmp, _, run_info, _ = trained
     import mlflow
 
-    mlflow.set_tracking_uri(store_env(tmp)["MLFLOW_TRACKING_URI"])
+    # MLFLOW_TRACKING_URI alone (no mlflow.set_tracking_uri: it would stay set for every later test)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_env(tmp)["MLFLOW_TRACKING_URI"])
     model = logged_models.load_keras_model(run_info["model_uri"])
     x = np.load(small_prepared / "test.npz")["x"][:7]
     probs = model.predict(x, verbose=0)
@@ -168,21 +198,18 @@ def test_bad_overrides_fail_without_run_or_output(tmp_path, small_prepared, over
 def test_exception_inside_training_leaves_run_failed(tmp_path, small_prepared, monkeypatch):
     """A failure mid-training (here: a callback raising) ends the run FAILED and writes no output."""
     import keras
-    from hydra import compose, initialize_config_dir
 
     from mnist_pipeline import train
-    from mnist_pipeline.ml import training
-    from mnist_pipeline.core.workspace import CONF_DIR
+    from mnist_pipeline.ml import callbacks
 
     class Boom(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             raise RuntimeError("boom at epoch end")
 
     real = callbacks.callbacks
-    monkeypatch.setattr(training, "callbacks", lambda *cfgs: (lambda b, e: (b, [*e, Boom()]))(*real(*cfgs)))
+    monkeypatch.setattr(callbacks, "callbacks", lambda *cfgs: (lambda b, e: (b, [*e, Boom()]))(*real(*cfgs)))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_env(tmp_path)["MLFLOW_TRACKING_URI"])
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=list(train_args(tmp_path, small_prepared, *FAST))[:2])
+    cfg = compose("train", *train_args(tmp_path, small_prepared)[:2], *FAST)  # data_dir, output_dir: no hydra.run.dir
     with pytest.raises(RuntimeError, match="boom at epoch end"):
         train.train(cfg)
     runs = all_runs(tmp_path)
