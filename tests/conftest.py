@@ -1,4 +1,8 @@
-"""Shared fixtures: synthetic IDX files, the real MNIST mirror, and the --run-slow switch."""
+"""Shared fixtures: the real MNIST mirror, a small prepared dataset, and the --run-slow switch.
+
+The tiers by cost: tests/unit is the fast one (in-process, synthetic data: `python3 dev.py test tests/unit`);
+tests/fuzz (10,000 inputs per reader) and tests/integration (real stages, small data) join it in the default
+run (`python3 dev.py test`, slow tests skipped); CI (`CI=true`) runs the slow ones too."""
 
 from __future__ import annotations
 
