@@ -9,13 +9,12 @@ import sys
 import time
 
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from mnist_pipeline.ml import runtime
-from mnist_pipeline.core.workspace import CONF_DIR
 from mnist_pipeline.tracking.params import flatten
-from tests.helpers import REPO, UNTIL_STOPPED, run_module
+from tests.helpers import REPO, UNTIL_STOPPED, compose, run_module
 
 WRITERS = 6
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
@@ -58,9 +57,9 @@ def test_trainings_started_at_once_on_a_new_store_all_finish(tmp_path, small_pre
     runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("mnist").experiment_id])}
     assert sorted(runs) == names
     param_keys = set(runs["writer-0"].data.params)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        composed = compose("train", overrides=["model=mlp_32x32", "output_dir=x", "variant=x"])
+    composed = OmegaConf.to_container(compose("train", "model=mlp_32x32", "variant=x"), resolve=True)
     assert param_keys == set(flatten(composed))  # every setting of the composed config
+    assert {"paths.prepared", "trainer.seed", "model.hidden"} <= param_keys
     for i, name in enumerate(names):
         run = runs[name]
         assert run.info.status == "FINISHED"
