@@ -50,10 +50,16 @@ def copy_repo(dest: Path) -> Path:
     import shutil
     import subprocess
 
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, capture_output=True, check=True,
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         src = REPO / name
         if src.is_file():
@@ -77,8 +83,9 @@ def run_dvc(repo: Path, *args: str, env: dict | None = None):
 
 
 @contextmanager
-def model_server(model_uri: str, tracking_uri: str, cwd: Path, extra_env: dict | None = None,
-                 timeout: float = 180) -> Iterator[int]:
+def model_server(
+    model_uri: str, tracking_uri: str, cwd: Path, extra_env: dict | None = None, timeout: float = 180
+) -> Iterator[int]:
     """`mlflow models serve` on a free 127.0.0.1 port, answering /ping, as docs/serving.md runs it (predictions one at
     a time: mnist_pipeline.serving); yields the port. Stopped with its whole process group (uvicorn workers)
     whatever happens."""
@@ -94,13 +101,34 @@ def model_server(model_uri: str, tracking_uri: str, cwd: Path, extra_env: dict |
 
     bindir = Path(sys.executable).parent
     port, log = free_port(), cwd / "serve.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, **serving.ENV, **(extra_env or {}),
-           "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}  # the CLI starts `uvicorn` from PATH
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        **serving.ENV,
+        **(extra_env or {}),
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }  # the CLI starts `uvicorn` from PATH
     with log.open("w") as out:
         server = subprocess.Popen(
-            [str(bindir / "mlflow"), "models", "serve", "-m", model_uri, "-p", str(port), "--host", "127.0.0.1",
-             "--env-manager", "local"], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            [
+                str(bindir / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "-p",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                "--env-manager",
+                "local",
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -125,6 +153,7 @@ def model_server(model_uri: str, tracking_uri: str, cwd: Path, extra_env: dict |
 
 # ---- a project copy, DVC and git, as a user drives them -----------------------------------------------------
 
+
 def set_param(repo: Path, key: str, value) -> None:
     """Edit one `key: value` line of params.yaml (as a user would)."""
     import re
@@ -146,14 +175,21 @@ def git_commit_all(repo: Path, message: str) -> None:
     import os
     import subprocess
 
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
     subprocess.run(["git", "commit", "-qm", message], cwd=repo, check=True, env=env)
 
 
-QUICK_VARIANTS = ('  mlp_32x32-none: {model: mlp_32x32, augment: none, overrides: ""}\n'
-                  '  dense_3x500-none: {model: dense_3x500, augment: none, overrides: "trainer.batch_size=500"}\n')
+QUICK_VARIANTS = (
+    '  mlp_32x32-none: {model: mlp_32x32, augment: none, overrides: ""}\n'
+    '  dense_3x500-none: {model: dense_3x500, augment: none, overrides: "trainer.batch_size=500"}\n'
+)
 
 
 def quick_project(dest: Path, limit: int, variants: str = QUICK_VARIANTS) -> Path:
@@ -169,10 +205,10 @@ def quick_project(dest: Path, limit: int, variants: str = QUICK_VARIANTS) -> Pat
 
 # ---- the stages and the CLI in subprocesses, on a temporary MLflow store ----------------------------------
 
+
 def train_args(tmp_path: Path, data_dir: Path, *overrides: str) -> tuple[str, ...]:
     """The train stage's overrides for a run whose outputs stay in `tmp_path`: out/ and hydra/."""
-    return (f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'hydra'}",
-            *overrides)
+    return (f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'hydra'}", *overrides)
 
 
 def store_env(tmp_path: Path) -> dict[str, str]:
@@ -196,8 +232,14 @@ def run_cli(*args: str, cwd: Path, tracking_uri: str | None = None):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
-    return subprocess.run([sys.executable, "-m", "mnist_pipeline.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def registry_cli(*args: str, store: str):

@@ -22,11 +22,23 @@ EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"
 
 def start_training(tmp_path, data_dir, uri, name, *overrides):
     return subprocess.Popen(
-        [sys.executable, "-m", "mnist_pipeline.train", f"data_dir={data_dir}", "model=mlp_32x32",
-         f"variant={name}", f"output_dir={tmp_path / name}", f"hydra.run.dir={tmp_path / 'hydra' / name}",
-         *overrides],
-        cwd=REPO, env={**os.environ, "MLFLOW_TRACKING_URI": uri}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        [
+            sys.executable,
+            "-m",
+            "mnist_pipeline.train",
+            f"data_dir={data_dir}",
+            "model=mlp_32x32",
+            f"variant={name}",
+            f"output_dir={tmp_path / name}",
+            f"hydra.run.dir={tmp_path / 'hydra' / name}",
+            *overrides,
+        ],
+        cwd=REPO,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(processes, timeout=900):
@@ -46,8 +58,10 @@ def test_trainings_started_at_once_on_a_new_store_all_finish(tmp_path, small_pre
     together die with `table experiments already exists` (3 of 4 did here)."""
     uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
     names = [f"writer-{i}" for i in range(WRITERS)]
-    processes = [start_training(tmp_path, small_prepared, uri, name, "trainer.epochs=2", f"trainer.seed={i}")
-                 for i, name in enumerate(names)]
+    processes = [
+        start_training(tmp_path, small_prepared, uri, name, "trainer.epochs=2", f"trainer.seed={i}")
+        for i, name in enumerate(names)
+    ]
     outputs = finish(processes)
     for process, (_, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr[-3000:]
@@ -74,10 +88,18 @@ def test_trainings_started_at_once_on_a_new_store_all_finish(tmp_path, small_pre
 def test_joblib_sweep_runs_jobs_in_parallel_under_one_parent(tmp_path, small_prepared):
     """`hydra/launcher=joblib`: 4 jobs, 2 at a time in worker processes, each with its share of the cores."""
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    result = run_module("mnist_pipeline.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                        "model=mlp_32x32,shallow_cnn", "augment=none,standard", "trainer.epochs=1",
-                        f"data_dir={small_prepared}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
-                        env={"MLFLOW_TRACKING_URI": uri})
+    result = run_module(
+        "mnist_pipeline.train",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model=mlp_32x32,shallow_cnn",
+        "augment=none,standard",
+        "trainer.epochs=1",
+        f"data_dir={small_prepared}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        env={"MLFLOW_TRACKING_URI": uri},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
 
@@ -87,7 +109,11 @@ def test_joblib_sweep_runs_jobs_in_parallel_under_one_parent(tmp_path, small_pre
     children = [r for r in runs if r not in parents]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(r.info.run_name for r in children) == [
-        "mlp_32x32-none", "mlp_32x32-standard", "shallow_cnn-none", "shallow_cnn-standard"]
+        "mlp_32x32-none",
+        "mlp_32x32-standard",
+        "shallow_cnn-none",
+        "shallow_cnn-standard",
+    ]
     intra, inter = runtime.thread_counts({"intra_op": 0, "inter_op": 0}, jobs=2)
     for child in children:
         assert child.info.status == "FINISHED"
@@ -164,11 +190,24 @@ def test_two_runs_logging_the_same_new_dataset_at_once_both_get_it(tmp_path, rou
     """MLflow's SQL store checks for a dataset row, then inserts it: two writers at the same moment both
     insert (without datasets._once_more_after_a_race, one of the two fails in nearly every round)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    subprocess.run([sys.executable, "-c", f"import mlflow; mlflow.set_tracking_uri({uri!r}); "
-                    "mlflow.set_experiment('race')"], cwd=REPO, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", f"import mlflow; mlflow.set_tracking_uri({uri!r}); mlflow.set_experiment('race')"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     start = time.time() + 8  # both processes have imported MLflow and opened their run by then
-    writers = [subprocess.Popen([sys.executable, "-c", LOG_SAME_DATASET, uri, str(start), str(tmp_path)], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOG_SAME_DATASET, uri, str(start), str(tmp_path)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     try:
         results = [(w.wait(timeout=120), w.stderr.read()) for w in writers]
     finally:

@@ -17,8 +17,10 @@ from tests.helpers import idx_bytes, quick_project, ran_stages, run_cli, run_dvc
 SHAPES = ["horizontal", "vertical", "square", "diagonal", "plus"]
 SIZE = 16
 # Two models that take 16x16 images (shallow_cnn and bn_cnn shrink them below a pixel).
-SMALL_IMAGE_VARIANTS = ('  mlp_32x32-none: {model: mlp_32x32, augment: none, overrides: ""}\n'
-                        '  cnn_dnn-none: {model: cnn_dnn, augment: none, overrides: "trainer.batch_size=100"}\n')
+SMALL_IMAGE_VARIANTS = (
+    '  mlp_32x32-none: {model: mlp_32x32, augment: none, overrides: ""}\n'
+    '  cnn_dnn-none: {model: cnn_dnn, augment: none, overrides: "trainer.batch_size=100"}\n'
+)
 # 16*16*32+32 + 32*32+32 + 32*5+5; cnn_dnn: convs 320 + 18,496 + 36,928, dense (2*2*64)*128+128 + 128*64+64 + 64*5+5
 PARAMS = {"mlp_32x32-none": 9_445, "cnn_dnn-none": 97_221}
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
@@ -30,18 +32,18 @@ def shape_image(label: int, rng: np.random.Generator) -> np.ndarray:
     c, r = rng.integers(6, 10, size=2)  # centre
     half = int(rng.integers(3, 6))
     if label == 0:
-        image[r:r + 2, c - half:c + half] = 1
+        image[r : r + 2, c - half : c + half] = 1
     elif label == 1:
-        image[r - half:r + half, c:c + 2] = 1
+        image[r - half : r + half, c : c + 2] = 1
     elif label == 2:
-        image[r - half:r + half, c - half:c + half] = 1
-        image[r - half + 2:r + half - 2, c - half + 2:c + half - 2] = 0
+        image[r - half : r + half, c - half : c + half] = 1
+        image[r - half + 2 : r + half - 2, c - half + 2 : c + half - 2] = 0
     elif label == 3:
         for i in range(-half, half):
-            image[r + i, c + i:c + i + 2] = 1
+            image[r + i, c + i : c + i + 2] = 1
     else:
-        image[r:r + 2, c - half:c + half] = 1
-        image[r - half:r + half, c:c + 2] = 1
+        image[r : r + 2, c - half : c + half] = 1
+        image[r - half : r + half, c : c + 2] = 1
     pixels = image * rng.uniform(0.7, 1.0) * 255 + rng.uniform(0, 40, image.shape)
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
@@ -64,9 +66,11 @@ def write_shapes(folder: Path, seed: int = 0) -> dict[str, tuple[str, str]]:
 
 def shapes_config(files: dict[str, tuple[str, str]]) -> str:
     listed = "\n".join(f"  {key}: {{name: {name}, sha256: {sha}}}" for key, (name, sha) in files.items())
-    return (f"name: shapes\nclasses: {json.dumps(SHAPES)}\nimage_size: [{SIZE}, {SIZE}]\n"
-            "preprocess: {box: 12, centre: box}\nmirror_env: SHAPES_MIRROR\nsources: []\n"
-            f"files:\n{listed}\n")
+    return (
+        f"name: shapes\nclasses: {json.dumps(SHAPES)}\nimage_size: [{SIZE}, {SIZE}]\n"
+        "preprocess: {box: 12, centre: box}\nmirror_env: SHAPES_MIRROR\nsources: []\n"
+        f"files:\n{listed}\n"
+    )
 
 
 @pytest.mark.slow
@@ -88,7 +92,8 @@ def test_a_dataset_of_another_size_and_class_count_runs_through_the_pipeline(tmp
     assert (meta["dataset"], meta["classes"], meta["image_shape"]) == ("shapes", SHAPES, [SIZE, SIZE, 1])
     assert meta["counts"] == {"train": 2700, "val": 300, "test": 600}
     assert sorted(p.name for p in (repo / "data/raw/shapes").glob("*.gz")) == sorted(
-        f"{part}-{kind}.idx.gz" for part in ("train", "test") for kind in ("images", "labels"))
+        f"{part}-{kind}.idx.gz" for part in ("train", "test") for kind in ("images", "labels")
+    )
 
     for variant, count in PARAMS.items():
         model = keras.saving.load_model(repo / "models" / variant / "model.keras")
@@ -161,8 +166,11 @@ def test_a_dataset_of_another_size_and_class_count_runs_through_the_pipeline(tmp
 def test_fashion_mnist_runs_as_a_dvc_experiment_from_debians_files(tmp_path):
     """`dvc exp run -S prepare.dataset=fashion_mnist -S train.epochs=1 -S prepare.limit=2000` with no mirror
     set: the files come from Debian's dataset-fashion-mnist, the champion is fashion_mnist-classifier."""
-    if not all((FASHION_DIR / f"{p}-{k}-idx{n}-ubyte.gz").is_file()
-               for p in ("train", "t10k") for k, n in (("images", 3), ("labels", 1))):
+    if not all(
+        (FASHION_DIR / f"{p}-{k}-idx{n}-ubyte.gz").is_file()
+        for p in ("train", "t10k")
+        for k, n in (("images", 3), ("labels", 1))
+    ):
         message = f"{FASHION_DIR} lacks the Fashion-MNIST files: apt-get install dataset-fashion-mnist"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)  # .ci/run installs it
@@ -171,8 +179,20 @@ def test_fashion_mnist_runs_as_a_dvc_experiment_from_debians_files(tmp_path):
 
     repo = quick_project(tmp_path / "repo", limit=2000)
     env = {"MNIST_MIRROR": str(tmp_path / "none"), "FASHION_MNIST_MIRROR": ""}
-    result = run_dvc(repo, "exp", "run", "-n", "fashion", "-S", "prepare.dataset=fashion_mnist",
-                     "-S", "train.epochs=1", "-S", "prepare.limit=2000", env=env)
+    result = run_dvc(
+        repo,
+        "exp",
+        "run",
+        "-n",
+        "fashion",
+        "-S",
+        "prepare.dataset=fashion_mnist",
+        "-S",
+        "train.epochs=1",
+        "-S",
+        "prepare.limit=2000",
+        env=env,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert ran_stages(result)[0] == "prepare"
 

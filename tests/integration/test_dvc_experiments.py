@@ -20,7 +20,6 @@ from tests.helpers import REPO, git_commit_all, quick_project, ran_stages, regis
 pytestmark = pytest.mark.slow
 
 
-
 def stop_processes_under(folder: Path) -> None:
     """Kill, by PID, every process still working in `folder` (DVC's queue workers run in its copies)."""
     for process in psutil.process_iter(["pid"]):
@@ -79,8 +78,9 @@ def test_queued_and_temp_experiments_land_in_the_projects_store(tmp_path, mnist_
             if not re.search(r"\b(Queued|Running)\b", status):
                 break
             time.sleep(5)
-        assert re.search(r"q1\s.*Success", status) and re.search(r"q2\s.*Success", status), \
+        assert re.search(r"q1\s.*Success", status) and re.search(r"q2\s.*Success", status), (
             status + run_dvc(repo, "queue", "logs", "q2").stdout[-3000:]
+        )
 
         temp = run_dvc(repo, "exp", "run", "--temp", "-n", "t1", "-S", "train.seed=2", env=env)
         assert temp.returncode == 0, temp.stdout[-3000:] + temp.stderr[-3000:]
@@ -94,7 +94,8 @@ def test_queued_and_temp_experiments_land_in_the_projects_store(tmp_path, mnist_
     for run in runs:
         by_exp.setdefault(run.data.tags["dvc.exp"], {})[run.info.run_name] = run
     assert {exp: sorted(named) for exp, named in by_exp.items()} == {
-        name: ["dense_3x500-none", "mlp_32x32-none"] for name in ("", "q1", "q2", "t1")}
+        name: ["dense_3x500-none", "mlp_32x32-none"] for name in ("", "q1", "q2", "t1")
+    }
     assert by_exp["q2"]["mlp_32x32-none"].data.params["trainer.batch_size"] == "128"  # the edited config
     assert by_exp["q1"]["mlp_32x32-none"].data.params["trainer.batch_size"] == "256"
     assert by_exp["q1"]["mlp_32x32-none"].data.params["trainer.seed"] == "1"

@@ -86,8 +86,11 @@ def test_repro_trains_every_variant_then_nothing(tmp_path, mnist_mirror):
     assert (tmp_path / "dvc_plots" / "index.html").is_file()
     listed = json.loads(run_dvc(repo, "plots", "show", "--json").stdout)["data"]
     for variant in variants:
-        for path in (f"plots/predictions/{variant}.csv", f"plots/curves/{variant}.csv",
-                     f"plots/figures/{variant}/confusion_matrix.png"):
+        for path in (
+            f"plots/predictions/{variant}.csv",
+            f"plots/curves/{variant}.csv",
+            f"plots/figures/{variant}/confusion_matrix.png",
+        ):
             assert path in listed, path
     assert "reports/comparison.png" in listed
 
@@ -95,17 +98,28 @@ def test_repro_trains_every_variant_then_nothing(tmp_path, mnist_mirror):
     assert "Running stage" not in second.stdout and "Data and pipelines are up to date." in second.stdout
 
     text = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(text.replace(
-        "mlp_32x32-none: {model: mlp_32x32, augment: none, overrides: \"\"}",
-        "mlp_32x32-none: {model: mlp_32x32, augment: none, overrides: \"model.hidden=[64,64]\"}"))
+    (repo / "params.yaml").write_text(
+        text.replace(
+            'mlp_32x32-none: {model: mlp_32x32, augment: none, overrides: ""}',
+            'mlp_32x32-none: {model: mlp_32x32, augment: none, overrides: "model.hidden=[64,64]"}',
+        )
+    )
     third = run_dvc(repo, "repro", env=env)
     assert third.returncode == 0, third.stderr[-3000:]
     assert ran_stages(third) == ["train@mlp_32x32-none", "evaluate@mlp_32x32-none", "report"], third.stdout
 
     # An experiment on one variant: `dvc exp run -S` then `dvc exp show` lists it beside the baseline.
     git_commit_all(repo, "baseline")
-    exp = run_dvc(repo, "exp", "run", "-n", "wider-mlp", "-S", "variants.mlp_32x32-none.overrides='model.hidden=[128,128]'",
-                  env=env)
+    exp = run_dvc(
+        repo,
+        "exp",
+        "run",
+        "-n",
+        "wider-mlp",
+        "-S",
+        "variants.mlp_32x32-none.overrides='model.hidden=[128,128]'",
+        env=env,
+    )
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
     assert ran_stages(exp) == ["train@mlp_32x32-none", "evaluate@mlp_32x32-none", "report"], exp.stdout
     table = run_dvc(repo, "exp", "show", "--csv")
@@ -123,10 +137,6 @@ def test_repro_trains_every_variant_then_nothing(tmp_path, mnist_mirror):
     changed = set(json.loads(diff.stdout))  # that variant's test metrics, and the summary if its figures moved
     assert "metrics/mlp_32x32-none.json" in changed, diff.stdout
     assert changed <= {"metrics/mlp_32x32-none.json", "reports/summary.json"}, diff.stdout
-
-
-
-
 
 
 @pytest.mark.slow
@@ -148,8 +158,14 @@ def test_a_repro_killed_mid_training_then_rerun_is_consistent(tmp_path, mnist_mi
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     bindir = os.path.dirname(sys.executable)
     env = {**os.environ, "MNIST_MIRROR": str(mnist_mirror), "PATH": bindir + os.pathsep + os.environ["PATH"]}
-    proc = subprocess.Popen([os.path.join(bindir, "dvc"), "repro"], cwd=repo, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [os.path.join(bindir, "dvc"), "repro"],
+        cwd=repo,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 600
         while not list((repo / "models").glob("*.resume/snapshots/epoch-0002")):
@@ -174,7 +190,8 @@ def test_a_repro_killed_mid_training_then_rerun_is_consistent(tmp_path, mnist_mi
     assert set(lock) == {"prepare", "report", *(f"{s}@{v}" for s in ("train", "evaluate") for v in params["variants"])}
     runs = client.search_runs([experiment])
     assert sorted((r.info.run_name, r.info.status, r.data.tags["resume.count"]) for r in runs) == sorted(
-        (v, "FINISHED", "1" if v == killed else "0") for v in params["variants"])
+        (v, "FINISHED", "1" if v == killed else "0") for v in params["variants"]
+    )
     for run in runs:
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")) == [0, 1, 2, 3]
         assert json.loads((repo / "models" / run.info.run_name / "run.json").read_text())["run_id"] == run.info.run_id

@@ -20,8 +20,9 @@ from tests.helpers import REPO, model_server, run_cli
 PROB = r"[01]\.\d{4}"
 # docs/serving.md's example request body: {"inputs": x}, x the first test image as nested lists of shape
 # (1, 28, 28, 1), floats in [0, 1]. `python -c "<this>" > digit.json`; test_serve_champion runs it as is.
-DOCUMENTED_PAYLOAD = ("import json, numpy as np; "
-                  "print(json.dumps({'inputs': np.load('data/prepared/test.npz')['x'][:1].tolist()}))")
+DOCUMENTED_PAYLOAD = (
+    "import json, numpy as np; print(json.dumps({'inputs': np.load('data/prepared/test.npz')['x'][:1].tolist()}))"
+)
 LINE = re.compile(rf"(?P<name>.+): (?P<digit>\d) \(p={PROB}\)  top-3: \d {PROB}, \d {PROB}, \d {PROB}")
 
 
@@ -97,8 +98,9 @@ def test_predict_files_of_every_kind(champion, tmp_path):
     expected += [(f"batch.npy[{i}]", label) for i, (_, label) in enumerate(champion.picks)]
     (tmp_path / "notes.png").write_text("not a picture\n")
     # The bad file sits in the middle: the files after it must still be predicted.
-    result = run_cli("predict", *files[:2], "notes.png", *files[2:], "batch.npy", cwd=tmp_path,
-                     tracking_uri=champion.tracking_uri)
+    result = run_cli(
+        "predict", *files[:2], "notes.png", *files[2:], "batch.npy", cwd=tmp_path, tracking_uri=champion.tracking_uri
+    )
 
     assert result.returncode == 1, result.stderr
     assert "error: notes.png: not a PNG/JPEG image (cannot identify image file)" in result.stderr.splitlines()
@@ -112,8 +114,14 @@ def test_predict_files_of_every_kind(champion, tmp_path):
 def test_predict_with_unknown_model_exits_2(champion, tmp_path):
     index, _ = champion.picks[0]
     np.save(tmp_path / "digit.npy", np.load(champion.test_npz)["x"][index])
-    result = run_cli("predict", "--model", "models:/does-not-exist@champion", "digit.npy", cwd=tmp_path,
-                     tracking_uri=champion.tracking_uri)
+    result = run_cli(
+        "predict",
+        "--model",
+        "models:/does-not-exist@champion",
+        "digit.npy",
+        cwd=tmp_path,
+        tracking_uri=champion.tracking_uri,
+    )
     assert result.returncode == 2
     assert result.stdout == ""
     assert "error: cannot load model models:/does-not-exist@champion from sqlite:///" in result.stderr
@@ -137,8 +145,9 @@ def documented_payload(prepared: Path, cwd: Path) -> bytes:
 
 
 def post(port: int, body: bytes) -> tuple[int, dict | str]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())
@@ -151,8 +160,10 @@ def test_serve_champion(champion, tmp_path):
     good, label = documented_payload(champion.test_npz.parent, tmp_path), champion.first_label
     with model_server("models:/mnist-classifier@champion", champion.tracking_uri, tmp_path) as port:
         # uvicorn took the loop of mnist_pipeline.serving: concurrent requests never predict at once.
-        assert "predictions run one at a time (mnist_pipeline.serving:one_prediction_at_a_time)" in (
-            tmp_path / "serve.log").read_text()
+        assert (
+            "predictions run one at a time (mnist_pipeline.serving:one_prediction_at_a_time)"
+            in (tmp_path / "serve.log").read_text()
+        )
         status, body = post(port, good)
         assert status == 200, body
         assert set(body) == {"predictions"} and np.shape(body["predictions"]) == (1, 10)

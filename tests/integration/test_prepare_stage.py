@@ -57,8 +57,12 @@ def test_val_fraction_and_limit_overrides(tmp_path, prepared, mnist_mirror):
     raw = prepared.parent / "raw"  # reuse the verified download
     result = run_module(
         "mnist_pipeline.prepare",
-        f"data.raw_dir={raw}", f"data.prepared_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'h'}",
-        "data.val_fraction=0.2", "data.limit=3000", "data.sources=[]",
+        f"data.raw_dir={raw}",
+        f"data.prepared_dir={tmp_path / 'out'}",
+        f"hydra.run.dir={tmp_path / 'h'}",
+        "data.val_fraction=0.2",
+        "data.limit=3000",
+        "data.sources=[]",
         env={"MNIST_MIRROR": str(tmp_path / "nowhere")},  # must not be needed: the cache is used
     )
     assert result.returncode == 0, result.stderr
@@ -116,9 +120,20 @@ def start_prepare(tmp_path, mirror):
     from tests.helpers import REPO
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mnist_pipeline.prepare", f"data.raw_dir={tmp_path / 'raw'}",
-         f"data.prepared_dir={tmp_path / 'prepared'}", f"hydra.run.dir={tmp_path / 'hydra'}", "data.sources=[]"],
-        cwd=REPO, env={**os.environ, "MNIST_MIRROR": str(mirror)}, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "mnist_pipeline.prepare",
+            f"data.raw_dir={tmp_path / 'raw'}",
+            f"data.prepared_dir={tmp_path / 'prepared'}",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+            "data.sources=[]",
+        ],
+        cwd=REPO,
+        env={**os.environ, "MNIST_MIRROR": str(mirror)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".prepared.*.tmp")):
         if proc.poll() is not None or time.monotonic() > deadline:

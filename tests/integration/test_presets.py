@@ -26,7 +26,6 @@ MEASURED = {
 }
 
 
-
 def expected_precision() -> str:
     """What trainer.precision=auto must choose here, read from the CPU's own flags: bfloat16 only where the
     CPU multiplies it natively (AVX512_BF16 or AMX), float32 elsewhere."""
@@ -43,9 +42,11 @@ def test_preset_composes_and_trains_one_epoch(preset, expected, tmp_path, small_
     assert {key: OmegaConf.select(cfg, key) for key in MEASURED[preset]} == MEASURED[preset]
 
     # 1,800 images at batch 256: 8 steps, enough to run every part of the preset once.
-    result = run_module("mnist_pipeline.train",
-                        *train_args(tmp_path, small_prepared, f"experiment={preset}", "trainer.epochs=1"),
-                        env=store_env(tmp_path))
+    result = run_module(
+        "mnist_pipeline.train",
+        *train_args(tmp_path, small_prepared, f"experiment={preset}", "trainer.epochs=1"),
+        env=store_env(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert history["epochs_run"] == 1 and history["params"] == PARAM_COUNTS[expected[0]]

@@ -30,9 +30,17 @@ def prepared(root, name, labels, limit=0):
     folder.mkdir()
     x = np.random.default_rng(len(name)).random((len(labels), 28, 28, 1), dtype=np.float32)
     np.savez(folder / "val.npz", x=x, y=np.asarray(labels, np.uint8))
-    (folder / "dataset.json").write_text(json.dumps({
-        "dataset": "mnist", "classes": [str(d) for d in range(10)], "image_shape": [28, 28, 1],
-        "preprocess": {"box": 20, "centre": "mass"}, "settings": {"limit": limit}}))
+    (folder / "dataset.json").write_text(
+        json.dumps(
+            {
+                "dataset": "mnist",
+                "classes": [str(d) for d in range(10)],
+                "image_shape": [28, 28, 1],
+                "preprocess": {"box": 20, "centre": "mass"},
+                "settings": {"limit": limit},
+            }
+        )
+    )
     return folder
 
 
@@ -42,21 +50,37 @@ def fake_variant(root, name, val_accuracy, test_accuracy, store, predicts=0, tag
     import keras
 
     tracking_store.setup({"tracking_uri": store, "experiment": "mnist"})
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros")])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros"),
+        ]
+    )
     model.layers[-1].bias.assign(np.eye(10, dtype=np.float32)[predicts] * 5)
     with runs.training_run(name, {"variant": name}, tags or {}) as run:
         uri = logged_models.log_keras_model(model, np.zeros((1, 28, 28, 1), np.float32), step=0)
     folder = root / "models" / name
     folder.mkdir(parents=True)
-    (folder / "history.json").write_text(json.dumps({
-        "variant": name, "epochs_run": 2, "best_epoch": 1, "params": model.count_params(),
-        "history": {"val_accuracy": [0.5, val_accuracy], "val_loss": [1.0, 0.1], "epoch_seconds": [1.5, 2.5]}}))
+    (folder / "history.json").write_text(
+        json.dumps(
+            {
+                "variant": name,
+                "epochs_run": 2,
+                "best_epoch": 1,
+                "params": model.count_params(),
+                "history": {"val_accuracy": [0.5, val_accuracy], "val_loss": [1.0, 0.1], "epoch_seconds": [1.5, 2.5]},
+            }
+        )
+    )
     (folder / "run.json").write_text(json.dumps({"run_id": run.info.run_id, "model_uri": uri}))
     labels = np.arange(10_000) % 10  # fine enough for accuracies like 0.9903
     (root / "probabilities").mkdir(exist_ok=True)
-    save_probabilities(root / "probabilities" / f"{name}.npz",
-                       val=(confident(labels, val_accuracy), labels), test=(confident(labels, test_accuracy), labels))
+    save_probabilities(
+        root / "probabilities" / f"{name}.npz",
+        val=(confident(labels, val_accuracy), labels),
+        test=(confident(labels, test_accuracy), labels),
+    )
     return uri
 
 
@@ -71,9 +95,16 @@ def confident(labels, accuracy):
 
 def run_report(root, store, variants, data_dir, *overrides):
     (root / "params.yaml").write_text(json.dumps({"variants": {v: {} for v in variants}}))
-    cfg = compose("report", f"params_file={root / 'params.yaml'}", f"models_dir={root / 'models'}",
-                  f"reports_dir={root / 'reports'}", f"probabilities_dir={root / 'probabilities'}",
-                  f"data_dir={data_dir}", f"tracking.tracking_uri={store}", *overrides)
+    cfg = compose(
+        "report",
+        f"params_file={root / 'params.yaml'}",
+        f"models_dir={root / 'models'}",
+        f"reports_dir={root / 'reports'}",
+        f"probabilities_dir={root / 'probabilities'}",
+        f"data_dir={data_dir}",
+        f"tracking.tracking_uri={store}",
+        *overrides,
+    )
     return report.report(cfg)
 
 
@@ -98,9 +129,17 @@ def test_leaderboard_then_first_champion_with_its_tags(tmp_path, store):
     assert alias_source(store) == uri_a
     version = MlflowClient(tracking_uri=store).get_model_version(NAME, "1")
     run_id = json.loads((tmp_path / "models/a/run.json").read_text())["run_id"]
-    assert version.tags == {"variant": "a", "val_accuracy": "0.99", "test_accuracy": "0.9", "dataset": "mnist",
-                            "data.sha256": data_hash(data), "data.limit": "0", "git.commit": "0123456789abcdef",
-                            "dvc.exp": "wider-mlp", "run_id": run_id}
+    assert version.tags == {
+        "variant": "a",
+        "val_accuracy": "0.99",
+        "test_accuracy": "0.9",
+        "dataset": "mnist",
+        "data.sha256": data_hash(data),
+        "data.limit": "0",
+        "git.commit": "0123456789abcdef",
+        "dvc.exp": "wider-mlp",
+        "run_id": run_id,
+    }
 
     board = json.loads((tmp_path / "reports" / "leaderboard.json").read_text())
     assert [r["variant"] for r in board["variants"]] == ["a", "b"]
@@ -124,8 +163,15 @@ def test_leaderboard_then_first_champion_with_its_tags(tmp_path, store):
     assert "| ensemble of top 1 |" in md
 
     summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
-    assert summary == {"best_variant": "a", "best_val_accuracy": 0.99, "best_test_accuracy": 0.9,
-                       "ensemble_k": 1, "ensemble_test_accuracy": 0.9, "champion": "first", "champion_version": 1}
+    assert summary == {
+        "best_variant": "a",
+        "best_val_accuracy": 0.99,
+        "best_test_accuracy": 0.9,
+        "ensemble_k": 1,
+        "ensemble_test_accuracy": 0.9,
+        "champion": "first",
+        "champion_version": 1,
+    }
 
 
 def test_alias_moves_only_for_a_gain_of_at_least_the_margin(tmp_path, store):
@@ -163,16 +209,20 @@ def test_reduced_data_never_promotes(tmp_path, store):
     fake_variant(tmp_path, "quick", val_accuracy=0.999, test_accuracy=0.99, store=store)
     none = run_report(tmp_path, store, ["quick"], small)["registry"]
     assert none["action"] == "none" and none["version"] is None and registered(store) == []
-    assert none["line"] == ("no champion: challenger quick (val 0.9990) was trained on reduced data "
-                            "(prepare.limit=2000), which never promotes")
+    assert none["line"] == (
+        "no champion: challenger quick (val 0.9990) was trained on reduced data "
+        "(prepare.limit=2000), which never promotes"
+    )
 
     full = prepared(tmp_path, "full", np.arange(200) % 10)
     uri_a = fake_variant(tmp_path, "a", val_accuracy=0.98, test_accuracy=0.98, store=store)
     run_report(tmp_path, store, ["a"], full)
     kept = run_report(tmp_path, store, ["quick"], small)["registry"]
     assert kept["action"] == "kept" and kept["version"] == 1
-    assert kept["line"] == ("champion kept: v1 a; challenger quick (val 0.9990) was trained on reduced data "
-                            "(prepare.limit=2000), which never promotes")
+    assert kept["line"] == (
+        "champion kept: v1 a; challenger quick (val 0.9990) was trained on reduced data "
+        "(prepare.limit=2000), which never promotes"
+    )
     assert alias_source(store) == uri_a and registered(store) == [1]
 
 
@@ -185,8 +235,10 @@ def test_champion_is_rescored_when_the_data_differ(tmp_path, store):
     fake_variant(tmp_path, "b", val_accuracy=0.999, test_accuracy=0.99, store=store)
     threes = run_report(tmp_path, store, ["b"], prepared(tmp_path, "threes", np.full(50, 3)))["registry"]
     assert threes["action"] == "kept" and threes["rescored"] is True and threes["champion_val_accuracy"] == 1.0
-    assert threes["line"] == ("champion kept: v1 a, val 1.0000 + margin 0.0005 > challenger b 0.9990 "
-                              "(v1 rescored on this validation split: it was registered on other data)")
+    assert threes["line"] == (
+        "champion kept: v1 a, val 1.0000 + margin 0.0005 > challenger b 0.9990 "
+        "(v1 rescored on this validation split: it was registered on other data)"
+    )
     assert alias_source(store) == uri_a
 
     no_threes = run_report(tmp_path, store, ["b"], prepared(tmp_path, "fives", np.full(50, 5)))["registry"]
@@ -196,8 +248,14 @@ def test_champion_is_rescored_when_the_data_differ(tmp_path, store):
 
 def test_registry_command_lists_versions_and_rolls_back(tmp_path, store):
     data = prepared(tmp_path, "data", np.arange(200) % 10)
-    uri_a = fake_variant(tmp_path, "a", val_accuracy=0.95, test_accuracy=0.94, store=store,
-                         tags={"git.commit": "aaaaaaaaaaaa1111", "dvc.exp": "baseline"})
+    uri_a = fake_variant(
+        tmp_path,
+        "a",
+        val_accuracy=0.95,
+        test_accuracy=0.94,
+        store=store,
+        tags={"git.commit": "aaaaaaaaaaaa1111", "dvc.exp": "baseline"},
+    )
     run_report(tmp_path, store, ["a"], data)
     uri_b = fake_variant(tmp_path, "b", val_accuracy=0.99, test_accuracy=0.98, store=store)
     run_report(tmp_path, store, ["a", "b"], data)
@@ -218,7 +276,9 @@ def test_registry_command_lists_versions_and_rolls_back(tmp_path, store):
     assert registry_cli(store=store).stdout.splitlines()[1].startswith("* v1 ")
 
     missing = registry_cli("rollback", "7", store=store)
-    assert missing.returncode == 1 and missing.stderr == "error: mnist-classifier has no version 7 (registered: v1, v2)\n"
+    assert (
+        missing.returncode == 1 and missing.stderr == "error: mnist-classifier has no version 7 (registered: v1, v2)\n"
+    )
     assert registry_cli("rollback", store=store).returncode == 2
     assert alias_source(store) == uri_a
 

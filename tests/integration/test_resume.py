@@ -21,15 +21,31 @@ from tests.helpers import REPO
 
 EPOCHS = 5
 # A CNN with dropout, augmentation and a cosine schedule: every kind of state a resume must restore.
-SETTINGS = ("model=shallow_cnn", "augment=light", "optimizer.schedule=cosine", "optimizer.warmup_fraction=0.2",
-            f"trainer.epochs={EPOCHS}", "trainer.batch_size=128", "trainer.deterministic=true",
-            "trainer.precision=float32", "trainer.seed=7")
+SETTINGS = (
+    "model=shallow_cnn",
+    "augment=light",
+    "optimizer.schedule=cosine",
+    "optimizer.warmup_fraction=0.2",
+    f"trainer.epochs={EPOCHS}",
+    "trainer.batch_size=128",
+    "trainer.deterministic=true",
+    "trainer.precision=float32",
+    "trainer.seed=7",
+)
 EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
 
 
 def command(folder, data_dir, *extra):
-    return [sys.executable, "-m", "mnist_pipeline.train", f"data_dir={data_dir}", *SETTINGS, *extra,
-            f"hydra.run.dir={folder / 'hydra'}", f"output_dir={folder / 'model'}"]
+    return [
+        sys.executable,
+        "-m",
+        "mnist_pipeline.train",
+        f"data_dir={data_dir}",
+        *SETTINGS,
+        *extra,
+        f"hydra.run.dir={folder / 'hydra'}",
+        f"output_dir={folder / 'model'}",
+    ]
 
 
 def env(folder):
@@ -37,8 +53,9 @@ def env(folder):
 
 
 def train(folder, data_dir, *extra):
-    result = subprocess.run(command(folder, data_dir, *extra), cwd=REPO, env=env(folder), capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        command(folder, data_dir, *extra), cwd=REPO, env=env(folder), capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -55,8 +72,13 @@ def weights(folder):
 def kill_after_snapshot(folder, data_dir, epochs_done, *extra):
     """Start the training and SIGKILL it as soon as the snapshot of `epochs_done` epochs exists."""
     snapshot = resume.state_dir(folder / "model") / "snapshots" / f"epoch-{epochs_done:04d}"
-    proc = subprocess.Popen(command(folder, data_dir, *extra), cwd=REPO, env=env(folder),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command(folder, data_dir, *extra),
+        cwd=REPO,
+        env=env(folder),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while not snapshot.is_dir():
@@ -141,8 +163,14 @@ def test_a_truncated_snapshot_is_reported_and_the_one_before_used(tmp_path, smal
 
 
 def stale_command(folder, *args):
-    result = subprocess.run([sys.executable, "-m", "mnist_pipeline.cli", "runs", "stale", *args], cwd=REPO,
-                            env=env(folder), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.cli", "runs", "stale", *args],
+        cwd=REPO,
+        env=env(folder),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return {line.split()[0]: line for line in result.stdout.splitlines() if len(line.split()[0]) == 32}
 
@@ -155,10 +183,12 @@ def test_runs_whose_process_died_are_found_and_ended_killed(tmp_path, small_prep
     kill_after_snapshot(tmp_path / "a", small_prepared, epochs_done=1)
     client, (dead,) = runs_of(tmp_path / "a")
     # Two more RUNNING runs of the variant: one owned by this (live) process, one by another host.
-    alive = client.create_run(dead.info.experiment_id, tags={"variant": dead.data.tags["variant"],
-                                                              stale.OWNER_TAG: stale.owner()}).info.run_id
-    remote = client.create_run(dead.info.experiment_id, tags={"variant": dead.data.tags["variant"],
-                                                               stale.OWNER_TAG: "elsewhere:123:456"}).info.run_id
+    alive = client.create_run(
+        dead.info.experiment_id, tags={"variant": dead.data.tags["variant"], stale.OWNER_TAG: stale.owner()}
+    ).info.run_id
+    remote = client.create_run(
+        dead.info.experiment_id, tags={"variant": dead.data.tags["variant"], stale.OWNER_TAG: "elsewhere:123:456"}
+    ).info.run_id
     listed = stale_command(tmp_path / "a")
     assert set(listed) == {dead.info.run_id, alive, remote}
     assert " dead " in listed[dead.info.run_id] and " alive " in listed[alive] and " other host " in listed[remote]
@@ -166,7 +196,10 @@ def test_runs_whose_process_died_are_found_and_ended_killed(tmp_path, small_prep
     cleaned = stale_command(tmp_path / "a", "--clean")
     assert "dead, ended KILLED" in cleaned[dead.info.run_id]
     assert {r: client.get_run(r).info.status for r in (dead.info.run_id, alive, remote)} == {
-        dead.info.run_id: "KILLED", alive: "RUNNING", remote: "RUNNING"}
+        dead.info.run_id: "KILLED",
+        alive: "RUNNING",
+        remote: "RUNNING",
+    }
 
     # The next run of the variant (another output folder: nothing to resume) ends a dead one by itself.
     (tmp_path / "b").mkdir()

@@ -49,32 +49,45 @@ def crafted(tmp_path_factory):
 
 
 def test_every_kind_of_bad_file_is_refused_in_one_line(crafted):
-    cases = {"lambda.keras": LAMBDA_REFUSED,
-             "custom.keras": "refused: it needs a class this project does not define",
-             "truncated.keras": "cannot read it: not a complete .keras file (truncated or corrupt?)",
-             "model.h5": "refused: only .keras model files are loaded (.h5 files, e.g. legacy .h5, ignore Keras' safe mode)",
-             "missing.keras": "not found"}
+    cases = {
+        "lambda.keras": LAMBDA_REFUSED,
+        "custom.keras": "refused: it needs a class this project does not define",
+        "truncated.keras": "cannot read it: not a complete .keras file (truncated or corrupt?)",
+        "model.h5": "refused: only .keras model files are loaded (.h5 files, e.g. legacy .h5, ignore Keras' safe mode)",
+        "missing.keras": "not found",
+    }
     for name, reason in cases.items():
         with pytest.raises(ModelFileError) as refused:
             load_keras(crafted / name)
         assert str(refused.value) == f"{crafted / name}: {reason}" or str(refused.value).startswith(
-            f"{crafted / name}: {reason}"), str(refused.value)
+            f"{crafted / name}: {reason}"
+        ), str(refused.value)
 
 
 def test_evaluate_refuses_a_model_with_code(crafted, small_prepared, tmp_path):
     model_dir = tmp_path / "models" / "evil"
     model_dir.mkdir(parents=True)
     (model_dir / "model.keras").write_bytes((crafted / "lambda.keras").read_bytes())
-    (model_dir / "history.json").write_text(json.dumps({"history": {"loss": [1.0], "accuracy": [0.5],
-                                                                     "val_loss": [1.0], "val_accuracy": [0.5]}}))
+    (model_dir / "history.json").write_text(
+        json.dumps({"history": {"loss": [1.0], "accuracy": [0.5], "val_loss": [1.0], "val_accuracy": [0.5]}})
+    )
     (model_dir / "run.json").write_text(json.dumps({"run_id": "0" * 32}))
-    result = run_module("mnist_pipeline.evaluate", "variant=evil", f"model_dir={model_dir}",
-                        f"data_dir={small_prepared}", f"metrics_file={tmp_path / 'metrics.json'}",
-                        f"plots_dir={tmp_path / 'plots'}", f"probabilities_file={tmp_path / 'p.npz'}",
-                        f"hydra.run.dir={tmp_path / 'h'}", env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"})
+    result = run_module(
+        "mnist_pipeline.evaluate",
+        "variant=evil",
+        f"model_dir={model_dir}",
+        f"data_dir={small_prepared}",
+        f"metrics_file={tmp_path / 'metrics.json'}",
+        f"plots_dir={tmp_path / 'plots'}",
+        f"probabilities_file={tmp_path / 'p.npz'}",
+        f"hydra.run.dir={tmp_path / 'h'}",
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"},
+    )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == f"error: {model_dir / 'model.keras'}: {LAMBDA_REFUSED}; " \
+    assert (
+        result.stderr.strip().splitlines()[-1] == f"error: {model_dir / 'model.keras'}: {LAMBDA_REFUSED}; "
         "load only models you trust, and never with safe_mode=False"
+    )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "plots").exists()
 
@@ -101,9 +114,13 @@ def logged_lambda(tmp_path_factory):
 def test_predict_refuses_a_logged_model_with_code(logged_lambda, tmp_path):
     uri, model_uri, _ = logged_lambda
     np.save(tmp_path / "digit.npy", np.zeros((28, 28), np.float32))
-    result = subprocess.run([sys.executable, "-m", "mnist_pipeline.cli", "predict", "--model", model_uri,
-                             str(tmp_path / "digit.npy")], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.cli", "predict", "--model", model_uri, str(tmp_path / "digit.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {model_uri}: {LAMBDA_REFUSED}")
     assert "Traceback" not in result.stderr
@@ -118,13 +135,35 @@ def test_the_serving_path_refuses_it_too(logged_lambda, tmp_path):
 
     uri, model_uri, _ = logged_lambda
     bindir = Path(sys.executable).parent
-    env = {**os.environ, **serving.ENV, "MLFLOW_TRACKING_URI": uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
-           "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        **serving.ENV,
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+    }
     log = tmp_path / "serve.log"
     with log.open("w") as out:
-        server = subprocess.Popen([str(bindir / "mlflow"), "models", "serve", "-m", model_uri, "-p", str(free_port()),
-                                   "--host", "127.0.0.1", "--env-manager", "local"], env=env, cwd=tmp_path,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [
+                str(bindir / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "-p",
+                str(free_port()),
+                "--host",
+                "127.0.0.1",
+                "--env-manager",
+                "local",
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         code = server.wait(timeout=240)
     finally:

@@ -48,18 +48,22 @@ def assert_guarantees(load: dict, oversized_status: int | None = None) -> None:
 @pytest.mark.slow
 def test_load_mix_gets_200s_and_4xx_only_and_the_server_survives(server, small_prepared):
     port, pid, _ = server
-    load = serve_load.benchmark(port, pid, payloads(small_prepared, proxied=False), requests=200, clients=4,
-                                seed=0, time_limit=60)
+    load = serve_load.benchmark(
+        port, pid, payloads(small_prepared, proxied=False), requests=200, clients=4, seed=0, time_limit=60
+    )
     assert_guarantees(load)
     assert load["kinds"]["wrong content type"]["statuses"] == {"415": load["kinds"]["wrong content type"]["requests"]}
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")),
-                    reason="nginx not installed (apt-get install nginx-light)")
+@pytest.mark.skipif(
+    not (shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")),
+    reason="nginx not installed (apt-get install nginx-light)",
+)
 def test_nginx_in_front_refuses_valid_batches_over_its_limit_with_413(server, small_prepared):
     port, pid, tmp = server
     with serve_load.nginx(port, max_body_mib=1, scratch=tmp) as proxy:
-        load = serve_load.benchmark(proxy, pid, payloads(small_prepared, proxied=True), requests=200, clients=4,
-                                    seed=1, time_limit=60)
+        load = serve_load.benchmark(
+            proxy, pid, payloads(small_prepared, proxied=True), requests=200, clients=4, seed=1, time_limit=60
+        )
     assert_guarantees(load, oversized_status=413)

@@ -3,6 +3,7 @@
 a teammate's clone that gets everything from a DVC remote without training, basic-auth, and an Optuna
 study shared by two worker processes (SQLite and PostgreSQL storage)."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -39,12 +40,19 @@ def postgresql_installed():
             pytest.fail(str(exc))
         pytest.skip(str(exc))
 
+
 ADMIN_PASSWORD = "a-long-admin-passw0rd"
 
 
 def cli(*args, env=None, cwd=REPO, timeout=600):
-    return subprocess.run([sys.executable, "-m", "mnist_pipeline.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def server_folder() -> Path:
@@ -57,16 +65,12 @@ def server_folder() -> Path:
 def kill_recorded(folder: Path) -> None:
     """Whatever happened, stop the server and its PostgreSQL, by the PIDs recorded when they started."""
     state = tracking_server.read_state(folder) or {}
-    try:
+    with contextlib.suppress(Exception):  # the fallback below still runs
         tracking_server.stop(folder, timeout=20)
-    except Exception:  # noqa: BLE001 - the fallback below still runs
-        pass
     for pid in (state.get("pid"), (state.get("postgres") or {}).get("pid")):
         if pid:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -116,7 +120,9 @@ def test_pipeline_runs_through_the_tracking_server(team_repo, server, tmp_path):
         assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [0]
         written = json.loads((team_repo / "metrics" / f"{variant}.json").read_text())
         assert run.data.metrics["test_accuracy"] == pytest.approx(written["test_accuracy"])
-        listed = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "test")}
+        listed = {a.path for a in client.list_artifacts(run_id)} | {
+            a.path for a in client.list_artifacts(run_id, "test")
+        }
         assert {"config.yaml", "training_curves.png", "test/confusion_matrix.png", "test/evaluation.json"} <= listed
         config = Path(client.download_artifacts(run_id, "config.yaml", str(tmp_path)))
         assert f"variant: {variant}" in config.read_text()
@@ -151,8 +157,9 @@ def test_pipeline_runs_through_the_tracking_server(team_repo, server, tmp_path):
     body = json.dumps({"inputs": test["x"][:1].tolist()}).encode()
     hardened = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}  # docs/serving.md's hardening: Keras needs no pickle
     with model_server("models:/mnist-classifier@champion", server["url"], tmp_path, hardened) as port:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             answer = json.loads(response.read())
     np.testing.assert_allclose(answer["predictions"], served[:1], atol=1e-5)
@@ -200,27 +207,45 @@ def test_basic_auth_refuses_anonymous_requests_and_serves_the_pipeline(small_pre
     try:
         refused = cli("server", "start", "--dir", str(folder), "--auth")  # no secrets in the environment
         assert refused.returncode == 1
-        assert refused.stderr.startswith("error: --auth needs MLFLOW_FLASK_SERVER_SECRET_KEY and "
-                                         "MLFLOW_AUTH_ADMIN_PASSWORD in the environment")
+        assert refused.stderr.startswith(
+            "error: --auth needs MLFLOW_FLASK_SERVER_SECRET_KEY and MLFLOW_AUTH_ADMIN_PASSWORD in the environment"
+        )
         state = start_server(folder, "--auth", env=secrets)
         url = state["url"]
         assert anonymous_status(url) == 401
         assert anonymous_status(url, ("admin", "wrong-password-here")) == 401
         assert anonymous_status(url, ("admin", ADMIN_PASSWORD)) == 200
 
-        train = [sys.executable, "-m", "mnist_pipeline.train", f"data_dir={small_prepared}", "model=mlp_32x32",
-                 "trainer.epochs=1", f"hydra.run.dir={tmp_path / 'h'}"]
-        anonymous = subprocess.run([*train, f"output_dir={tmp_path / 'anonymous'}"], cwd=REPO, capture_output=True,
-                                   text=True, timeout=600, env={**os.environ, "MLFLOW_TRACKING_URI": url,
-                                                                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+        train = [
+            sys.executable,
+            "-m",
+            "mnist_pipeline.train",
+            f"data_dir={small_prepared}",
+            "model=mlp_32x32",
+            "trainer.epochs=1",
+            f"hydra.run.dir={tmp_path / 'h'}",
+        ]
+        anonymous = subprocess.run(
+            [*train, f"output_dir={tmp_path / 'anonymous'}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
+        )
         assert anonymous.returncode == 1 and "Traceback" not in anonymous.stderr
         assert anonymous.stderr.strip().splitlines()[-1].startswith(f"error: MLflow store {url}: opening experiment")
         credentials = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
         # the config group instead of MLFLOW_TRACKING_URI: tracking=server, here on the test's port
         without_uri = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        trained = subprocess.run([*train, f"output_dir={tmp_path / 'admin'}", "tracking=server",
-                                  f"tracking.tracking_uri={url}"], cwd=REPO, capture_output=True,
-                                 text=True, timeout=600, env={**without_uri, **credentials})
+        trained = subprocess.run(
+            [*train, f"output_dir={tmp_path / 'admin'}", "tracking=server", f"tracking.tracking_uri={url}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**without_uri, **credentials},
+        )
         assert trained.returncode == 0, trained.stderr[-3000:]
         run_id = json.loads((tmp_path / "admin" / "run.json").read_text())["run_id"]
         os.environ.update(credentials)  # MlflowClient reads the credentials from the environment
@@ -236,12 +261,28 @@ def test_basic_auth_refuses_anonymous_requests_and_serves_the_pipeline(small_pre
 def start_worker(tmp_path, name, data_dir, storage, tracking, seed):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.Popen(
-        [sys.executable, "-m", "mnist_pipeline.search", "space=quick", "n_trials=3", f"data_dir={data_dir}",
-         f"storage={storage}", f"space.sampler.seed={seed}", f"hydra.run.dir={tmp_path / name}",
-         # aggressive: any trial under 50% validation accuracy after its first epoch stops there
-         "space.pruner._target_=optuna.pruners.ThresholdPruner", "~space.pruner.n_startup_trials",
-         "~space.pruner.n_warmup_steps", "+space.pruner.lower=0.5"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "mnist_pipeline.search",
+            "space=quick",
+            "n_trials=3",
+            f"data_dir={data_dir}",
+            f"storage={storage}",
+            f"space.sampler.seed={seed}",
+            f"hydra.run.dir={tmp_path / name}",
+            # aggressive: any trial under 50% validation accuracy after its first epoch stops there
+            "space.pruner._target_=optuna.pruners.ThresholdPruner",
+            "~space.pruner.n_startup_trials",
+            "~space.pruner.n_warmup_steps",
+            "+space.pruner.lower=0.5",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -263,7 +304,7 @@ def test_two_workers_share_one_study(backend, small_prepared, server, tmp_path):
                 w.kill()
                 w.wait()
     seconds = time.monotonic() - started
-    for worker, (stdout, stderr) in zip(workers, outputs):
+    for worker, (_, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stderr[-3000:]
     print(f"{backend}: 6 trials with 2 workers in {seconds:.1f} s")
 
@@ -293,8 +334,11 @@ def test_two_workers_share_one_study(backend, small_prepared, server, tmp_path):
     assert float(parent.data.tags["best.optimizer.lr"]) == pytest.approx(study.best_params["optimizer.lr"])
 
     # The best trial as a ready command (printed by the worker that finished last) and a preset.
-    command = ("python -m mnist_pipeline.train model=mlp_32x32 trainer.epochs=2 "
-               f"optimizer.lr={study.best_params['optimizer.lr']!r} trainer.batch_size={study.best_params['trainer.batch_size']}")
+    command = (
+        "python -m mnist_pipeline.train model=mlp_32x32 trainer.epochs=2 "
+        f"optimizer.lr={study.best_params['optimizer.lr']!r} "
+        f"trainer.batch_size={study.best_params['trainer.batch_size']}"
+    )
     assert any(command in stdout for stdout, _ in outputs), [o for o, _ in outputs]
     preset = Path(client.download_artifacts(parent.info.run_id, "best_trial.yaml", str(tmp_path)))
     assert_preset_reproduces(preset, study.best_params)

@@ -25,9 +25,15 @@ TRAINED_PARAMS = {
     "variant": "shallow_cnn-standard",
     "model._target_": "mnist_pipeline.ml.models.convnet",
     "model.name": "shallow_cnn",
-    "model.conv.0.filters": "32", "model.conv.0.kernel": "3", "model.conv.0.pool": "true",
-    "model.conv.1.filters": "64", "model.conv.1.kernel": "3", "model.conv.1.pool": "true",
-    "model.conv.2.filters": "128", "model.conv.2.kernel": "3", "model.conv.2.pool": "false",
+    "model.conv.0.filters": "32",
+    "model.conv.0.kernel": "3",
+    "model.conv.0.pool": "true",
+    "model.conv.1.filters": "64",
+    "model.conv.1.kernel": "3",
+    "model.conv.1.pool": "true",
+    "model.conv.2.filters": "128",
+    "model.conv.2.kernel": "3",
+    "model.conv.2.pool": "false",
     "model.dense": "[64]",
     "model.padding": "valid",
     "model.input_norm": "none",
@@ -79,10 +85,13 @@ def all_runs(tmp_path):
 def trained(tmp_path_factory, small_prepared):
     """One real 2-epoch training run of shallow_cnn with augmentation."""
     tmp = tmp_path_factory.mktemp("train")
-    result = run_module("mnist_pipeline.train",
-                        *train_args(tmp, small_prepared, "model=shallow_cnn", "augment=standard",
-                                    "trainer.epochs=2", "optimizer.lr=3e-3"),
-                        env=store_env(tmp))
+    result = run_module(
+        "mnist_pipeline.train",
+        *train_args(
+            tmp, small_prepared, "model=shallow_cnn", "augment=standard", "trainer.epochs=2", "optimizer.lr=3e-3"
+        ),
+        env=store_env(tmp),
+    )
     assert result.returncode == 0, result.stderr
     run_info = json.loads((tmp / "out" / "run.json").read_text())
     return tmp, result, run_info, client_for(tmp).get_run(run_info["run_id"])
@@ -95,11 +104,20 @@ def test_run_finished_with_name_params_and_tags(trained, small_prepared):
     # The whole resolved config, flattened: every key present, nothing else.
     assert run.data.params == {**TRAINED_PARAMS, "data_dir": str(small_prepared), "output_dir": str(tmp / "out")}
     # ... and the same config, nested and resolved, as the config.yaml artifact.
-    config = yaml.safe_load(Path(client_for(tmp).download_artifacts(run.info.run_id, "config.yaml", str(tmp))).read_text())
+    config = yaml.safe_load(
+        Path(client_for(tmp).download_artifacts(run.info.run_id, "config.yaml", str(tmp))).read_text()
+    )
     assert config["model"]["conv"][1] == {"filters": 64, "kernel": 3, "pool": True}
     assert config["trainer"]["epochs"] == 2 and config["data_dir"] == str(small_prepared)
-    assert config["paths"] == {"raw": "data/raw", "prepared": "data/prepared", "models": "models", "metrics": "metrics",
-                               "probabilities": "probabilities", "plots": "plots", "reports": "reports"}
+    assert config["paths"] == {
+        "raw": "data/raw",
+        "prepared": "data/prepared",
+        "models": "models",
+        "metrics": "metrics",
+        "probabilities": "probabilities",
+        "plots": "plots",
+        "reports": "reports",
+    }
     tags = run.data.tags
     assert len(tags["git.commit"]) == 40 and tags["git.dirty"] in ("true", "false")
     assert len(tags["data.sha256"]) == 64
@@ -118,17 +136,28 @@ def test_epoch_metrics_have_one_step_per_epoch(trained):
     assert [m.value for m in lr] == pytest.approx([1.5e-3, 0.0], abs=1e-7)
     saved = json.loads((tmp / "out" / "history.json").read_text())
     assert saved["epochs_run"] == 2 and saved["params"] == 167_114
-    assert saved["history"]["val_loss"] == [m.value for m in sorted(
-        client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)]
+    assert saved["history"]["val_loss"] == [
+        m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)
+    ]
 
 
 def test_artifacts_and_outputs_exist(trained):
     tmp, _, _, run = trained
     names = {a.path for a in client_for(tmp).list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "overrides.txt", "model_summary.txt", "training_curves.png",
-            "augmented_samples.png"} <= names
+    assert {
+        "config.yaml",
+        "overrides.txt",
+        "model_summary.txt",
+        "training_curves.png",
+        "augmented_samples.png",
+    } <= names
     assert sorted(p.name for p in (tmp / "out").iterdir()) == [
-        "augmented_samples.png", "history.json", "model.keras", "run.json", "training_curves.png"]
+        "augmented_samples.png",
+        "history.json",
+        "model.keras",
+        "run.json",
+        "training_curves.png",
+    ]
     overrides = client_for(tmp).download_artifacts(run.info.run_id, "overrides.txt", str(tmp))
     assert "augment=standard" in Path(overrides).read_text()
 
@@ -158,9 +187,19 @@ def test_first_test_prediction_is_printed(trained):
 
 def _metrics_of(tmp_path, data_dir, seed):
     out = tmp_path / f"seed{seed}-{time.monotonic_ns()}"
-    result = run_module("mnist_pipeline.train", *train_args(out, data_dir, *FAST, "augment=standard",
-                        "trainer.epochs=1", "trainer.deterministic=true", f"trainer.seed={seed}"),
-                        env=store_env(tmp_path))
+    result = run_module(
+        "mnist_pipeline.train",
+        *train_args(
+            out,
+            data_dir,
+            *FAST,
+            "augment=standard",
+            "trainer.epochs=1",
+            "trainer.deterministic=true",
+            f"trainer.seed={seed}",
+        ),
+        env=store_env(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     return json.loads((out / "out" / "history.json").read_text())["history"]
 
@@ -187,8 +226,9 @@ def test_same_seed_is_identical_other_seed_differs(tmp_path, small_prepared):
     ],
 )
 def test_bad_overrides_fail_without_run_or_output(tmp_path, small_prepared, override, message):
-    result = run_module("mnist_pipeline.train", *train_args(tmp_path, small_prepared, override),
-                        env=store_env(tmp_path))
+    result = run_module(
+        "mnist_pipeline.train", *train_args(tmp_path, small_prepared, override), env=store_env(tmp_path)
+    )
     assert result.returncode == 1
     assert message in result.stderr
     assert all_runs(tmp_path) == []
@@ -236,9 +276,14 @@ def sigterm_after_first_epoch(proc, tmp_path) -> str:
 def test_sigterm_leaves_run_killed(tmp_path, small_prepared):
     args = train_args(tmp_path, small_prepared, *FAST, f"trainer.epochs={UNTIL_STOPPED}")
     client_for(tmp_path).search_experiments()  # create the store first: two processes must not both create its tables
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_pipeline.train", *args], cwd=REPO,
-                            env={**os.environ, **store_env(tmp_path)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_pipeline.train", *args],
+        cwd=REPO,
+        env={**os.environ, **store_env(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stderr = sigterm_after_first_epoch(proc, tmp_path)
     assert proc.returncode == 143, stderr
     assert "terminated by SIGTERM" in stderr
@@ -249,11 +294,23 @@ def test_sigterm_leaves_run_killed(tmp_path, small_prepared):
 def test_sigterm_during_a_multirun_ends_parent_and_child_killed(tmp_path, small_prepared):
     """A terminated sweep: the job running ends KILLED, and so does the parent run (not FAILED)."""
     client_for(tmp_path).search_experiments()  # create the store first
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_pipeline.train", "-m", f"data_dir={small_prepared}",
-                             "model=mlp_32x32,dense_2x350", f"trainer.epochs={UNTIL_STOPPED}",
-                             f"hydra.sweep.dir={tmp_path / 's'}"],
-                            cwd=REPO, env={**os.environ, **store_env(tmp_path)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnist_pipeline.train",
+            "-m",
+            f"data_dir={small_prepared}",
+            "model=mlp_32x32,dense_2x350",
+            f"trainer.epochs={UNTIL_STOPPED}",
+            f"hydra.sweep.dir={tmp_path / 's'}",
+        ],
+        cwd=REPO,
+        env={**os.environ, **store_env(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stderr = sigterm_after_first_epoch(proc, tmp_path)
     assert proc.returncode == 143, stderr
     runs = all_runs(tmp_path)
@@ -266,8 +323,13 @@ def test_sigterm_during_a_multirun_ends_parent_and_child_killed(tmp_path, small_
 
 def test_multirun_groups_runs_under_a_parent(tmp_path, small_prepared):
     result = run_module(
-        "mnist_pipeline.train", "-m", f"data_dir={small_prepared}", "model=mlp_32x32,dense_2x350",
-        "augment=none", "trainer.epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "mnist_pipeline.train",
+        "-m",
+        f"data_dir={small_prepared}",
+        "model=mlp_32x32,dense_2x350",
+        "augment=none",
+        "trainer.epochs=1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
         env=store_env(tmp_path),
     )
     assert result.returncode == 0, result.stderr
