@@ -174,7 +174,7 @@ def test_the_primaries_are_the_stages():
 
 def test_paths_are_written_once():
     """Every folder in conf/paths/default.yaml is named there only: other configs use ${paths.<name>}."""
-    paths = conf_yaml("paths/default.yaml")
+    paths = conf_yaml("paths/default.yaml")["paths"]
     for path in (REPO / "conf").rglob("*.yaml"):
         if path.parent.name == "paths":
             continue
