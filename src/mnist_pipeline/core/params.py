@@ -22,14 +22,16 @@ RESOLVER = "params"
 
 
 @cache
-def _load(path: Path, mtime_ns: int) -> dict:
+def _load(path: Path, mtime_ns: int, size: int) -> dict:
+    """Read once per version of the file (its time and size: a rewrite within one clock tick changes the size)."""
     return yaml.safe_load(path.read_text()) or {}
 
 
 def value(key: str, path: Path = PARAMS_FILE) -> Any:
     """The value at dotted `key` in params.yaml; a missing file or key is a ConfigError naming it."""
     try:
-        node: Any = _load(path, path.stat().st_mtime_ns)
+        stat = path.stat()
+        node: Any = _load(path, stat.st_mtime_ns, stat.st_size)
     except FileNotFoundError:
         raise ConfigError(f"${{params:{key}}}: {path} not found") from None
     for part in key.split("."):

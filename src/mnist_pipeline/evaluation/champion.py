@@ -91,7 +91,7 @@ def decide(challenger: Challenger, current: Current | None, margin: float, score
         champion_val, rescored = current.val_accuracy, False
     else:
         champion_val, rescored = score(current.uri), True
-    # rounded: 0.9915 - 0.9910 must count as a gain of 0.0005, not 0.000499999
+    # rounded: 0.9920 - 0.9915 must count as a gain of 0.0005, not 0.000499999 (floats)
     gain = round(challenger.val_accuracy - champion_val, 9)
     promote = gain > 0 and gain >= margin
     return Decision("promoted" if promote else "kept", promote, champion_val=champion_val, rescored=rescored)
