@@ -110,19 +110,7 @@ def model_server(
     }  # the CLI starts `uvicorn` from PATH
     with log.open("w") as out:
         server = subprocess.Popen(
-            [
-                str(bindir / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                model_uri,
-                "-p",
-                str(port),
-                "--host",
-                "127.0.0.1",
-                "--env-manager",
-                "local",
-            ],
+            serve_command(model_uri, port),
             cwd=cwd,
             env=env,
             stdout=out,
@@ -335,3 +323,38 @@ def restored_globals() -> Iterator[None]:
                 (tf_config.enable_op_determinism if deterministic else tf_config.disable_op_determinism)()
         os.environ.clear()
         os.environ.update(environ)
+
+
+def serve_command(model_uri: str, port: int) -> list[str]:
+    """The venv's `mlflow models serve` for `model_uri` on 127.0.0.1:`port`, as docs/serving.md runs it."""
+    import sys
+
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    return [
+        mlflow,
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "-p",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--env-manager",
+        "local",
+    ]
+
+
+def tiny_bn_cnn(fused: bool):
+    """A small batch-normalized CNN (12x12x1 images, 3 classes) with or without the fused BatchNorm."""
+    from mnist_pipeline.ml import models
+
+    return models.bn_convnet(
+        "bn",
+        [[{"filters": 4, "kernel": 3}, {"filters": 8, "kernel": 3, "strides": 2}]],
+        dense=[6],
+        dropout=0.1,
+        fused_batchnorm=fused,
+        input_shape=(12, 12, 1),
+        num_classes=3,
+    )

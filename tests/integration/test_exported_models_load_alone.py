@@ -11,20 +11,9 @@ import keras
 import numpy as np
 
 from mnist_pipeline.ml import batchnorm, export, models, optimizers
+from tests.helpers import tiny_bn_cnn
 
 RNG = np.random.default_rng(7)
-
-
-def bn_cnn(fused: bool) -> keras.Model:
-    return models.bn_convnet(
-        "bn",
-        [[{"filters": 4, "kernel": 3}, {"filters": 8, "kernel": 3, "strides": 2}]],
-        dense=[6],
-        dropout=0.1,
-        fused_batchnorm=fused,
-        input_shape=(12, 12, 1),
-        num_classes=3,
-    )
 
 
 def test_the_exported_model_loads_without_this_package(tmp_path):
@@ -32,7 +21,7 @@ def test_the_exported_model_loads_without_this_package(tmp_path):
     try:
 
         def build():
-            return bn_cnn(True)
+            return tiny_bn_cnn(True)
 
         model = optimizers.compile_model(
             build(),

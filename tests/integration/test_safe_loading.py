@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mnist_pipeline.core.model_files import ModelFileError, load_keras
-from tests.helpers import run_module
+from tests.helpers import run_module, serve_command
 
 LAMBDA_REFUSED = "refused: it holds Python code (a Lambda layer or a function), which Keras' safe mode does not run"
 
@@ -145,19 +145,7 @@ def test_the_serving_path_refuses_it_too(logged_lambda, tmp_path):
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         server = subprocess.Popen(
-            [
-                str(bindir / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                model_uri,
-                "-p",
-                str(free_port()),
-                "--host",
-                "127.0.0.1",
-                "--env-manager",
-                "local",
-            ],
+            serve_command(model_uri, free_port()),
             env=env,
             cwd=tmp_path,
             stdout=out,

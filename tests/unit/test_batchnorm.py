@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_pipeline.ml import batchnorm, models
+from mnist_pipeline.ml import batchnorm
+from tests.helpers import tiny_bn_cnn
 
 RNG = np.random.default_rng(7)
 
@@ -70,20 +71,8 @@ def test_under_mixed_bfloat16_it_keeps_the_layer_dtypes():
     np.testing.assert_allclose(fused.moving_variance, keras_bn.moving_variance, rtol=1e-3)
 
 
-def bn_cnn(fused: bool) -> keras.Model:
-    return models.bn_convnet(
-        "bn",
-        [[{"filters": 4, "kernel": 3}, {"filters": 8, "kernel": 3, "strides": 2}]],
-        dense=[6],
-        dropout=0.1,
-        fused_batchnorm=fused,
-        input_shape=(12, 12, 1),
-        num_classes=3,
-    )
-
-
 def test_bn_convnet_fuses_the_convs_batch_norm_only_when_asked():
-    fused, plain = bn_cnn(True), bn_cnn(False)
+    fused, plain = tiny_bn_cnn(True), tiny_bn_cnn(False)
     kinds = [type(layer).__name__ for layer in fused.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert kinds == ["FusedBatchNormalization", "FusedBatchNormalization", "BatchNormalization"]  # Dense: 2-D
     assert not any(isinstance(layer, batchnorm.FusedBatchNormalization) for layer in plain.layers)
@@ -92,5 +81,5 @@ def test_bn_convnet_fuses_the_convs_batch_norm_only_when_asked():
 
 
 def test_standard_copy_leaves_a_model_without_fused_layers_alone():
-    plain = bn_cnn(False)
+    plain = tiny_bn_cnn(False)
     assert batchnorm.standard_copy(plain) is plain
