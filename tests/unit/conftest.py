@@ -7,45 +7,11 @@ start a stage, a TensorFlow process, DVC or MLflow's CLI: those belong in tests/
 
 from __future__ import annotations
 
-import random
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-import numpy as np
 import pytest
 
-from tests.helpers import restored_globals
-
-
-@contextmanager
-def restored_seeds() -> Iterator[None]:
-    """Python's and NumPy's global random state, TensorFlow's global seed and Keras' global seed (and so its
-    seed generator) as they were before the block; TensorFlow and Keras only if already imported."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    saved = {}
-    if "keras" in sys.modules:
-        from keras.src.backend.common import global_state
-        from tensorflow.python.eager import context
-
-        saved = {
-            "tf": context.global_seed(),
-            "keras": global_state.get_global_attribute("global_random_seed"),
-            "generator": global_state.get_global_attribute("global_seed_generator"),
-        }
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        if "keras" in sys.modules:
-            import tensorflow as tf
-            from keras.src.backend.common import global_state
-
-            tf.random.set_seed(saved.get("tf"))
-            global_state.set_global_attribute("global_random_seed", saved.get("keras"))
-            global_state.set_global_attribute("global_seed_generator", saved.get("generator"))
+from tests.helpers import restored_globals, restored_seeds
 
 
 @pytest.fixture(scope="module", autouse=True)
