@@ -1,21 +1,7 @@
 """The integration tests share one process: none may leave global state behind for the next
-(tests/helpers.restored_globals, and restored_seeds: an in-process training seeds TensorFlow). Module-scoped
+(tests/global_state.py: an in-process training sets the dtype policy and seeds TensorFlow). Module-scoped
 too, so a module's own fixtures are covered."""
 
-from __future__ import annotations
+from tests.global_state import _module_leaves_no_global_state, _test_leaves_no_global_state
 
-import pytest
-
-from tests.helpers import restored_globals, restored_seeds
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _module_leaves_no_global_state():
-    with restored_globals(), restored_seeds():
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _test_leaves_no_global_state():
-    with restored_globals(), restored_seeds():
-        yield
+__all__ = ["_module_leaves_no_global_state", "_test_leaves_no_global_state"]  # pytest finds them here

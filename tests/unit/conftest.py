@@ -1,8 +1,8 @@
 """The fast tier (`python3 dev.py test tests/unit`) runs in one process, in-process only.
 
 No test may leave global state behind for the next: the environment, MLflow's tracking URI and active
-experiment, Keras' dtype policy and op determinism are put back by tests/helpers.restored_globals; the random
-seeds (keras.utils.set_random_seed sets Python's, NumPy's, TensorFlow's and Keras' own) here. And no test may
+experiment, Keras' dtype policy and op determinism and the random seeds are put
+back after every test and module (tests/global_state.py). And no test may
 start a stage, a TensorFlow process, DVC or MLflow's CLI: those belong in tests/integration/."""
 
 from __future__ import annotations
@@ -11,19 +11,9 @@ import subprocess
 
 import pytest
 
-from tests.helpers import restored_globals, restored_seeds
+from tests.global_state import _module_leaves_no_global_state, _test_leaves_no_global_state
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _module_leaves_no_global_state():
-    with restored_globals(), restored_seeds():
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _test_leaves_no_global_state():
-    with restored_globals(), restored_seeds():
-        yield
+__all__ = ["_module_leaves_no_global_state", "_test_leaves_no_global_state"]  # pytest finds them here
 
 
 def heavy(args) -> str | None:
