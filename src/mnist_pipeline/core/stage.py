@@ -28,7 +28,7 @@ def hydra_stage(config_name: str) -> Callable[[Callable[[DictConfig], object]], 
     def decorate(fn: Callable[[DictConfig], object]) -> Callable[[], None]:
         @functools.wraps(fn)
         def task(cfg: DictConfig) -> None:
-            console.quiet()  # already on for `python -m mnist_pipeline.<stage>` (__init__.py); else from here
+            console.quiet()  # already on for `python -m mnist_pipeline.<stage>` (core/__init__.py); else here
             try:
                 with signals.handled():  # SIGTERM raises, so staging folders and runs are cleaned up
                     fn(cfg)
