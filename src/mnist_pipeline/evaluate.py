@@ -25,10 +25,11 @@ from omegaconf import DictConfig
 from mnist_pipeline.core import plots, validate
 from mnist_pipeline.core.atomic import all_or_nothing
 from mnist_pipeline.core.model_files import load_keras
+from mnist_pipeline.core.skipped import skip_reason
 from mnist_pipeline.core.stage import hydra_stage
 from mnist_pipeline.data.prepared import describe, load_split
 from mnist_pipeline.evaluation import metrics
-from mnist_pipeline.evaluation.files import read_json, save_probabilities
+from mnist_pipeline.evaluation.files import read_json, save_probabilities, save_skipped_probabilities
 from mnist_pipeline.tracking import artifacts, datasets, store
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ def evaluate(cfg: DictConfig) -> dict:
     variant = validate.text(cfg, "variant")
     validate.integer(cfg, "misclassified_shown", minimum=0)
     model_dir, plots_dir = Path(cfg.model_dir), Path(cfg.plots_dir)
+    reason = skip_reason(model_dir)
+    if reason is not None:
+        return record_skip(cfg, variant, reason)
     run_info = read_json(model_dir / "run.json", f"train the variant first (dvc repro train@{variant})")
     history = read_json(model_dir / "history.json", f"train the variant first (dvc repro train@{variant})")
     x_val, y_val = load_split(Path(cfg.data_dir), "val")
@@ -127,6 +131,20 @@ def evaluate(cfg: DictConfig) -> dict:
         run_info["run_id"],
     )
     return evaluation
+
+
+def record_skip(cfg: DictConfig, variant: str, reason: str) -> dict:
+    """A variant train skipped: every output DVC expects, saying so (no model, so no run to log into)."""
+    plots_dir = Path(cfg.plots_dir)
+    with all_or_nothing() as outputs:
+        plots.notice(f"{variant}: skipped\n{reason}", outputs.folder(plots_dir / "figures" / variant) / "skipped.png")
+        _write(outputs.file(plots_dir / "predictions" / f"{variant}.csv"), _csv(["actual", "predicted"], []))
+        _write(outputs.file(plots_dir / "per_class" / f"{variant}.json"), "[]\n")
+        _write(outputs.file(plots_dir / "curves" / f"{variant}.csv"), _csv(["epoch", *CURVE_KEYS], []))
+        save_skipped_probabilities(outputs.file(Path(cfg.probabilities_file)), reason)
+        _write(outputs.file(Path(cfg.metrics_file)), json.dumps({"skipped": reason}, indent=2) + "\n")
+    log.warning("evaluate %s: skipped (%s)", variant, reason)
+    return {"variant": variant, "skipped": reason}
 
 
 main = hydra_stage("evaluate")(evaluate)

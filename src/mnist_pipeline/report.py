@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from mnist_pipeline.core import plots, validate
 from mnist_pipeline.core.atomic import atomic_dir
 from mnist_pipeline.core.errors import ConfigError, PipelineError
+from mnist_pipeline.core.skipped import skip_reason
 from mnist_pipeline.core.stage import hydra_stage
 from mnist_pipeline.data.prepared import DatasetInfo, describe, load_metadata, load_split
 from mnist_pipeline.evaluation import champion, leaderboard
@@ -157,7 +158,13 @@ def report(cfg: DictConfig) -> dict:
     validate.boolean(cfg, "registry.enabled")
     validate.number(cfg, "registry.margin", at_least=0.0, below=1.0)
     models_dir, data_dir = Path(cfg.models_dir), Path(cfg.data_dir)
-    variants = variant_names(Path(cfg.params_file))
+    named = variant_names(Path(cfg.params_file))
+    skipped = {v: reason for v in named if (reason := skip_reason(models_dir / v)) is not None}
+    variants = [v for v in named if v not in skipped]
+    if not variants:
+        raise PipelineError(
+            f"every variant was skipped: no model can take this dataset's images ({'; '.join(skipped.values())})"
+        )
     probs = load_probabilities(variants, Path(cfg.probabilities_dir))
     histories = {v: read_json(models_dir / v / "history.json", f"run `dvc repro train@{v}`") for v in variants}
     ranked = leaderboard.rank(
@@ -184,6 +191,7 @@ def report(cfg: DictConfig) -> dict:
         "selection": leaderboard.SELECTION,
         "registry": decision,
         "variants": ranked,
+        "skipped": skipped,
         "ensemble": combined,
     }
     description = (
@@ -197,6 +205,7 @@ def report(cfg: DictConfig) -> dict:
         dataset.name,
         description,
         leaderboard.per_class_table(best, probs[best["variant"]], dataset.classes),
+        skipped,
     )
     with atomic_dir(Path(cfg.reports_dir)) as staging:
         (staging / "leaderboard.json").write_text(json.dumps(summary, indent=2) + "\n")

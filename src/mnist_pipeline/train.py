@@ -28,10 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_pipeline.core import plots, signals, validate, workspace
 from mnist_pipeline.core.atomic import atomic_dir
+from mnist_pipeline.core.skipped import write_skip_record
 from mnist_pipeline.core.stage import hydra_stage
 from mnist_pipeline.data.prepared import DatasetInfo, describe, load_split
-from mnist_pipeline.ml import augment, callbacks, export, inputs, resume, runtime
-from mnist_pipeline.ml.fit import augment_settings, prepare_fit
+from mnist_pipeline.ml import augment, budget, callbacks, export, inputs, resume, runtime
+from mnist_pipeline.ml.fit import ModelFitError, augment_settings, prepare_fit, with_budget
 from mnist_pipeline.tracking import artifacts, datasets, epochs, logged_models, parents, runs, store
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,12 @@ log = logging.getLogger(__name__)
 
 def check_settings(cfg: DictConfig) -> None:
     """Every value range Hydra cannot check, before any run or output exists."""
-    validate.integer(cfg, "trainer.epochs", minimum=1)
+    if cfg.trainer.epochs != budget.AUTO:
+        validate.integer(cfg, "trainer.epochs", minimum=1)
+    validate.integer(cfg, "trainer.auto.images", minimum=1)
+    validate.integer(cfg, "trainer.auto.max_epochs", minimum=1)
+    validate.integer(cfg, "trainer.auto.min_steps_per_epoch", minimum=1)
+    validate.integer(cfg, "trainer.auto.min_batch", minimum=1)
     validate.integer(cfg, "trainer.batch_size", minimum=1)
     validate.integer(cfg, "trainer.shuffle_buffer", minimum=0)
     validate.integer(cfg, "trainer.seed", minimum=0)
@@ -159,6 +165,16 @@ def train(
     x_val, y_val = load_split(data_dir, "val")
     x_test, y_test = load_split(data_dir, "test")
     dataset = describe(data_dir)
+    if cfg.trainer.epochs == budget.AUTO:
+        cfg = with_budget(cfg, len(x_train))
+        log.info(
+            "%s: trainer.epochs=auto: %d epochs at batch %d, learning rate %.3g (%d training images)",
+            cfg.variant,
+            cfg.trainer.epochs,
+            cfg.trainer.batch_size,
+            cfg.optimizer.lr,
+            len(x_train),
+        )
     store.setup(cfg.tracking)
     state = resume.state_dir(output_dir)
     settings = settings_hash(cfg)
@@ -298,7 +314,21 @@ class MultirunParentRun(Callback):
             self._run_id = None
 
 
-main = hydra_stage("train")(train)
+def train_or_skip(cfg: DictConfig) -> dict:
+    """The stage: a variant whose model cannot take the dataset's images is skipped, not fatal. Its
+    output folder holds skipped.json (why) instead of a model, no MLflow run is made, and evaluate and
+    report list it as skipped, so one unfit variant in params.yaml does not stop `dvc repro`. (The search
+    calls train() itself and counts such a trial as failed.)"""
+    try:
+        return train(cfg)
+    except ModelFitError as exc:
+        log.warning("train %s: skipped: %s", cfg.variant, exc)
+        with atomic_dir(Path(cfg.output_dir)) as staging:
+            write_skip_record(staging, cfg.variant, str(exc))
+        return {"variant": cfg.variant, "skipped": str(exc)}
+
+
+main = hydra_stage("train")(train_or_skip)
 
 if __name__ == "__main__":
     main()

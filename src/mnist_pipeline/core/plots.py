@@ -30,6 +30,13 @@ def image_grid(images: np.ndarray, titles: Sequence[str], path: Path, rows: int 
     return _save(fig, path)
 
 
+def notice(text: str, path: Path) -> Path:
+    """A figure that is only text: what stands in for a variant's figures when it was skipped."""
+    fig = plt.figure(figsize=(6, 1.5))
+    fig.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=10)
+    return _save(fig, path)
+
+
 def training_curves(history: dict[str, list[float]], path: Path, title: str = "") -> Path:
     """Loss and accuracy per epoch, training and validation, side by side."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

@@ -29,8 +29,15 @@ def save_probabilities(path: Path, **splits: tuple[np.ndarray, np.ndarray]) -> N
         np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub takes the keywords for allow_pickle
 
 
+def save_skipped_probabilities(path: Path, reason: str) -> None:
+    """A skipped variant's probabilities file: no probabilities, the reason (the file is a DVC output)."""
+    with open(path, "wb") as f:
+        np.savez(f, skipped=np.array(reason))
+
+
 def read_probabilities(path: Path, hint: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise PipelineError(f"{path} not found: {hint}")
     with np.load(path, allow_pickle=False) as data:
         return dict(data)
+

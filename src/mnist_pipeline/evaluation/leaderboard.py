@@ -104,8 +104,10 @@ def markdown(
     title: str,
     description: str,
     per_class: Sequence[str],
+    skipped: Mapping[str, str] | None = None,
 ) -> str:
-    """The leaderboard page: the ranked table with the ensemble's row last, then the decisions in words."""
+    """The leaderboard page: the ranked table with the ensemble's row last, the variants skipped (whose
+    model cannot take the images) with their reasons, then the decisions in words."""
     best = ranked[0]
     lines = [
         f"# Leaderboard: {title}",
@@ -125,6 +127,9 @@ def markdown(
     lines.append(
         "| " + " | ".join(fmt.format(combined[key]) if key != "run_id" else "-" for key, _, fmt in COLUMNS) + " |"
     )
+    if skipped:
+        lines += ["", "Skipped (the model cannot take this dataset's images):", ""]
+        lines += [f"- `{variant}`: {reason}" for variant, reason in skipped.items()]
     lines += [
         "",
         f"Best variant: `{best['variant']}` (validation accuracy {best['val_accuracy']:.4f}, "
