@@ -52,6 +52,7 @@ def check_settings(cfg: DictConfig) -> None:
     validate.boolean(cfg, "trainer.deterministic")
     validate.choice(cfg, "trainer.precision", runtime.PRECISIONS)
     validate.integer(cfg, "trainer.steps_per_execution", minimum=1)
+    validate.number(cfg, "trainer.snapshot_seconds", at_least=0.0)
     validate.number(cfg, "trainer.label_smoothing", at_least=0.0, below=1.0)
     validate.integer(cfg, "trainer.threads.intra_op", minimum=0)
     validate.integer(cfg, "trainer.threads.inter_op", minimum=0)
@@ -218,6 +219,7 @@ def train(
                 start,
                 {"run_id": run.info.run_id, "config_sha256": settings},
                 stateful={type(cb).__name__: cb for cb in stateful},
+                every_seconds=cfg.trainer.snapshot_seconds,
             )
             model.fit(
                 train_ds,

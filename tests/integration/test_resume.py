@@ -31,6 +31,7 @@ SETTINGS = (
     "trainer.deterministic=true",
     "trainer.precision=float32",
     "trainer.seed=7",
+    "trainer.snapshot_seconds=0",  # a snapshot after every epoch: the kills below wait for a given one
 )
 EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
 

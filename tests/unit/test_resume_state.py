@@ -9,12 +9,14 @@ import pytest
 from mnist_pipeline.ml import callbacks, resume
 
 
-def fit_with_checkpoint(root, epochs, start=None, config_sha="abc"):
+def fit_with_checkpoint(root, epochs, start=None, config_sha="abc", every_seconds=0.0):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     best = callbacks.BestWeights()
-    checkpoint = resume.Checkpoint(root, start, {"run_id": "r1", "config_sha256": config_sha}, {"BestWeights": best})
+    checkpoint = resume.Checkpoint(
+        root, start, {"run_id": "r1", "config_sha256": config_sha}, {"BestWeights": best}, every_seconds
+    )
     x, y = np.random.default_rng(0).random((32, 4), dtype=np.float32), np.arange(32) % 3
     model.fit(
         x,
@@ -48,6 +50,15 @@ def test_each_epoch_leaves_a_verified_snapshot_and_the_last_two_are_kept(root):
     start = resume.latest(root, "abc")
     assert (start.path, start.epochs, start.state["finished"]) == (newest, 3, True)
     assert len(start.state["history"]["loss"]) == 3 and start.state["run_id"] == "r1"
+
+
+def test_snapshots_at_most_every_n_seconds_and_after_the_last_epoch(tmp_path, monkeypatch):
+    saved, save = [], resume.Checkpoint._save_model
+    monkeypatch.setattr(resume.Checkpoint, "_save_model", lambda self: saved.append(self._current_epoch) or save(self))
+    fit_with_checkpoint(tmp_path / "model.resume", epochs=6, every_seconds=3600)
+    assert saved == [6]  # epochs 1-5 took far less than an hour: only the last one is saved
+    start = resume.latest(tmp_path / "model.resume", "abc")
+    assert (start.epochs, start.state["finished"], len(start.state["history"]["loss"])) == (6, True, 6)
 
 
 def test_resuming_continues_the_history_and_restores_the_best_epoch(root):

@@ -1,12 +1,13 @@
 """Resume a training killed at any moment (kill -9, power loss, the OOM killer) after its last completed epoch.
 
-Keras' BackupAndRestore saves the weights and the optimizer (its step, so the learning-rate schedule, and
-its moments) at each epoch's end and restores them when `fit` starts again. `Checkpoint` uses that code
-and makes each save a verified snapshot: Keras writes into a staging folder, beside it go the rest of
-the training's state (the history so far, the MLflow run id, BestWeights' and EarlyStopping's state) and
-a SHA256SUMS; the files are fsynced and the folder renamed into `snapshots/epoch-NNNN` (epochs completed).
-The last two are kept. On start the newest snapshot whose hashes check is used; a corrupt or truncated one
-is reported in one line and the previous one (or a fresh start) is used instead.
+Keras' BackupAndRestore saves the weights and the optimizer (its step, so the learning-rate schedule, and its
+moments) at an epoch's end (at most once per trainer.snapshot_seconds, and after the last epoch) and restores
+them when `fit` starts again. `Checkpoint` uses that code and makes each save a verified snapshot: Keras
+writes into a staging folder, beside it go the rest of the training's state (the history so far, the MLflow
+run id, BestWeights' and EarlyStopping's state) and a SHA256SUMS; the files are fsynced and the folder renamed
+into `snapshots/epoch-NNNN` (epochs completed). The last two are kept. On start the newest snapshot whose
+hashes check is used; a corrupt or truncated one is reported in one line and the previous one (or a fresh
+start) is used instead.
 
 The state lives beside the output folder, `<output_dir>.resume` (DVC ignores it: .dvcignore), and is removed
 once the training's outputs are in place. The data order and augmentation of each epoch depend only on
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,10 +159,18 @@ class Checkpoint(keras.callbacks.BackupAndRestore):
     state once its outputs are safe (discard)."""
 
     def __init__(
-        self, root: Path, start: Snapshot | None, meta: dict, stateful: dict[str, keras.callbacks.Callback]
+        self,
+        root: Path,
+        start: Snapshot | None,
+        meta: dict,
+        stateful: dict[str, keras.callbacks.Callback],
+        every_seconds: float = 0.0,
     ) -> None:
         super().__init__(backup_dir=str(root), save_freq="epoch", delete_checkpoint=False)
         self.root, self.start, self.meta, self.stateful = root, start, meta, stateful
+        # A snapshot (weights, optimizer, fsync) costs ~50 ms: after every 0.3-second epoch of a small
+        # dataset it would add 15%. So at most one per `every_seconds`, and always after the last epoch.
+        self.every_seconds, self._saved_at = every_seconds, time.monotonic()
         self.history: dict[str, list[float]] = {
             k: list(v) for k, v in (start.state["history"] if start else {}).items()
         }
@@ -183,6 +193,9 @@ class Checkpoint(keras.callbacks.BackupAndRestore):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         self._current_epoch = epoch + 1
+        finished = epoch + 1 >= self.params["epochs"] or bool(self.model.stop_training)  # early stopping
+        if not finished and time.monotonic() - self._saved_at < self.every_seconds:
+            return
         snapshots = self.root / "snapshots"
         with all_or_nothing() as outputs:
             folder = outputs.folder(snapshots / f"{SNAPSHOT_PREFIX}{epoch + 1:04d}")
@@ -190,7 +203,6 @@ class Checkpoint(keras.callbacks.BackupAndRestore):
             self._save_model()  # Keras' own save: weights, optimizer, epoch
             for callback in self.stateful.values():
                 getattr(callback, "save_files", lambda folder: None)(folder)
-            finished = epoch + 1 >= self.params["epochs"] or bool(self.model.stop_training)  # early stopping
             state = {
                 **self.meta,
                 "epochs": epoch + 1,
@@ -206,6 +218,7 @@ class Checkpoint(keras.callbacks.BackupAndRestore):
         _fsync(snapshots)
         for old in _snapshots(self.root)[KEEP:]:
             shutil.rmtree(old, ignore_errors=True)
+        self._saved_at = time.monotonic()
 
     def on_train_end(self, logs=None):
         pass  # the state is removed by the caller, once the outputs are committed
