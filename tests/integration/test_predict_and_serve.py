@@ -103,7 +103,7 @@ def test_predict_files_of_every_kind(champion, tmp_path):
     )
 
     assert result.returncode == 1, result.stderr
-    assert "error: notes.png: not a PNG/JPEG image (cannot identify image file)" in result.stderr.splitlines()
+    assert "error: notes.png: not a picture (cannot identify image file)" in result.stderr.splitlines()
     assert "Traceback" not in result.stderr
     lines = result.stdout.splitlines()
     assert [LINE.fullmatch(line) is not None for line in lines] == [True] * len(expected), result.stdout

@@ -1,9 +1,11 @@
 """The prepared dataset on disk: one .npz per split plus dataset.json, written all-or-nothing.
 
 Layout of the prepared directory:
-    train.npz, val.npz, test.npz   x: float32 (n, rows, cols, 1) in [0, 1]; y: uint8 (n,) class indices
+    train.npz, val.npz, test.npz   x: float32 (n, rows, cols, channels) in [0, 1], channels 1 (grayscale) or 3
+                                   (RGB); y: uint8 (n,) class indices
     dataset.json                   dataset name, class names, image shape, predict's preprocessing, counts
-                                   per split and class, payload hashes, sources, settings
+                                   per split and class, the raw input's hashes and sources, settings, and
+                                   the inputs skipped as bad (folder and CSV datasets with on_bad: skip)
     samples.png                    4x4 grid of training images with their class names
 
 Every stage after prepare learns the dataset from here (`describe`), never from constants.
@@ -32,10 +34,12 @@ METADATA = "dataset.json"
 
 
 def scale(images: np.ndarray) -> np.ndarray:
-    """uint8 (n, rows, cols) -> float32 (n, rows, cols, 1) in [0, 1]: pixels / 255, the one input convention of every
-    model, of `predict` and of serving. Any other normalization (the small-MLP notebook's per-column L2
-    norm) is a layer inside the model (model.input_norm), so whoever feeds the model cannot get it wrong."""
-    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
+    """uint8 (n, rows, cols[, channels]) -> float32 (n, rows, cols, channels) in [0, 1] (no channel axis: 1):
+    pixels / 255, the one input convention of every model, of `predict` and of serving. Any other
+    normalization (the small-MLP notebook's per-column L2 norm) is a layer inside the model
+    (model.input_norm), so whoever feeds the model cannot get it wrong."""
+    x = images.astype(np.float32) / 255.0
+    return x[..., np.newaxis] if x.ndim == 3 else x
 
 
 def class_counts(labels: np.ndarray, num_classes: int) -> list[int]:
@@ -58,7 +62,7 @@ def write_prepared(
 
 
 def load_split(prepared_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of one split, checked: x float32 (n, h, w, 1) in [0, 1], y uint8 (n,). A missing file names the
+    """(x, y) of one split, checked: x float32 (n, h, w, 1 or 3) in [0, 1], y uint8 (n,). A missing file names the
     stage that writes it; a damaged one is refused in one line (its arrays' headers are checked against
     their sizes before anything is read, and pickled objects are never loaded)."""
     path = Path(prepared_dir) / f"{split}.npz"
@@ -82,8 +86,8 @@ def load_split(prepared_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         UnicodeDecodeError,
     ) as exc:
         raise _damaged(path, " ".join(str(exc).split())[:160] or type(exc).__name__) from None
-    if x.dtype != np.float32 or x.ndim != 4 or x.shape[-1] != 1:
-        raise _damaged(path, f"x is {x.dtype} {x.shape}, expected float32 (n, height, width, 1)")
+    if x.dtype != np.float32 or x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise _damaged(path, f"x is {x.dtype} {x.shape}, expected float32 (n, height, width, 1 or 3)")
     if y.dtype != np.uint8 or y.shape != (len(x),):
         raise _damaged(path, f"y is {y.dtype} {y.shape}, expected uint8 ({len(x)},)")
     if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
@@ -114,7 +118,7 @@ class DatasetInfo:
 
     name: str
     classes: tuple[str, ...]  # class index -> name
-    image_shape: tuple[int, int, int]  # rows, cols, 1
+    image_shape: tuple[int, int, int]  # rows, cols, channels
     preprocess: dict  # how `predict` turns a picture into one of these images
     sha256: str  # data_hash of the prepared folder
 
