@@ -146,6 +146,7 @@ def test_the_raw_digest_changes_when_one_picture_changes_or_moves(tmp_path):
     [
         ("truncated", "{root}/train/b/000.png: cannot read image (image file is truncated)"),
         ("not_a_picture", "{root}/train/b/000.png: not a picture (cannot identify image file)"),
+        ("dangling_link", "{root}/train/b/000.png: cannot read image (No such file or directory)"),
         ("empty_class", "{root}/train/c: empty class folder (every class needs at least one picture)"),
         ("test_only_class", "{root}/test/z: class 'z' is in test/ but not in train/"),
         ("file_in_train", "{root}/train/notes.txt: a file directly in train/ (a folder dataset holds "),
@@ -161,6 +162,9 @@ def test_each_bad_input_stops_with_one_line_naming_it(tmp_path, case, expected):
         bad.write_bytes(bad.read_bytes()[:-40])
     elif case == "not_a_picture":
         bad.write_text("a shopping list\n")
+    elif case == "dangling_link":
+        bad.unlink()
+        bad.symlink_to(root / "gone.png")
     elif case == "empty_class":
         (root / "train" / "c").mkdir()
     elif case == "test_only_class":

@@ -109,7 +109,7 @@ def read_split(
         try:
             data = path.read_bytes()  # once: hashed and decoded from memory
         except OSError as exc:
-            bad.bad(path, relative, f"cannot read ({exc.strerror or exc})")
+            bad.bad(path, relative, f"cannot read image ({exc.strerror or exc})")  # as conform says it
             continue
         hashes.append((relative, hashlib.sha256(data).hexdigest()))
         try:
