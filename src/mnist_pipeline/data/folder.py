@@ -100,7 +100,7 @@ def read_split(
     """The first `limit` pictures of one split (all: None) as uint8 (n, rows, cols, channels) and their labels;
     (relative path, sha256) of every file of the split goes into `hashes`."""
     order = interleaved(files, classes)
-    chosen, rest = order[:limit], order[limit:] if limit else []
+    chosen, rest = order[:limit], (order[limit:] if limit else [])
     x = np.empty((len(chosen), *prep.size, prep.channels), np.uint8)
     y = np.empty(len(chosen), np.uint8)
     filled = 0
@@ -141,7 +141,8 @@ def read(root: Path, prep: Preprocess, classes: list[str] | None, limit: int | N
         if name not in names:
             raise PipelineError(f"{test_dir / name}: class {name!r} is in test/ but not in train/")
 
-    bad, hashes = BadInputs(on_bad), list[tuple[str, str]]()
+    bad = BadInputs(on_bad)
+    hashes: list[tuple[str, str]] = []
     x_train, y_train = read_split(train_dir, train, names, prep, limit, bad, hashes)
     x_test, y_test = read_split(test_dir, test, names, prep, limit, bad, hashes) if test else (None, None)
     files = {
