@@ -33,7 +33,7 @@ format: folder
 path: ${{paths.datasets}}/{name}
 image_size: [28, 28]
 channels: 1
-preprocess: {{box: 20, centre: mass}}
+preprocess: {{method: digit, box: 20, centre: mass}}
 """
 
 
