@@ -30,7 +30,7 @@ from mnist_pipeline.core import plots, signals, validate, workspace
 from mnist_pipeline.core.atomic import atomic_dir
 from mnist_pipeline.core.skipped import write_skip_record
 from mnist_pipeline.core.stage import hydra_stage
-from mnist_pipeline.data.prepared import DatasetInfo, describe, load_split
+from mnist_pipeline.data.prepared import DatasetInfo, describe, load_metadata, load_split
 from mnist_pipeline.ml import augment, budget, callbacks, export, inputs, resume, runtime
 from mnist_pipeline.ml.fit import ModelFitError, augment_settings, prepare_fit, with_budget
 from mnist_pipeline.tracking import artifacts, datasets, epochs, logged_models, parents, runs, store
@@ -166,6 +166,7 @@ def train(
     x_val, y_val = load_split(data_dir, "val")
     x_test, y_test = load_split(data_dir, "test")
     dataset = describe(data_dir)
+    skipped = load_metadata(data_dir).get("skipped", [])
     if cfg.trainer.epochs == budget.AUTO:
         cfg = with_budget(cfg, len(x_train))
         log.info(
@@ -191,7 +192,7 @@ def train(
     with runs.training_run(
         cfg.variant,
         config,
-        {**run_tags(cfg, dataset), **(tags or {})},
+        {**run_tags(cfg, dataset), "data.skipped": str(len(skipped)), **(tags or {})},
         parent_run_id,
         resume_run_id=start.state["run_id"] if start else None,
     ) as run:
@@ -211,6 +212,8 @@ def train(
             else:
                 logged = set()
                 log_setup(cfg, model, x_train, staging, overrides)
+                if skipped:  # the bad inputs prepare left out (on_bad: skip), beside the data they shaped
+                    artifacts.log_text(json.dumps(skipped, indent=2) + "\n", "dataset_skipped.json")
                 datasets.log_splits(dataset, data_dir, {"train": (x_train, y_train), "val": (x_val, y_val)})
 
             best, stateful = callbacks.callbacks(cfg.trainer, cfg.optimizer)

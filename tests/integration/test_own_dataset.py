@@ -4,6 +4,7 @@ signature, predict by class name), a variant whose model cannot take 16x16 image
 changed picture rerunning prepare."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ image_size: [16, 16]
 channels: 3
 preprocess: {method: pad}
 test_fraction: 0.25
+on_bad: skip
 """
 SIZES = [(16, 16), (24, 20), (40, 30), (12, 18)]
 EXTENSIONS = ["png", "jpg", "bmp", "webp"]
@@ -44,6 +46,8 @@ def project(tmp_path_factory):
         for i in range(16):
             image = picture(colour, SIZES[i % 4], seed=100 * c + i)
             image.save(folder / f"{i:02d}.{EXTENSIONS[i % 4]}")
+    broken = repo / "datasets" / "colours" / "train" / "red" / "broken.png"
+    broken.write_bytes((repo / "datasets" / "colours" / "train" / "red" / "00.png").read_bytes()[:60])  # truncated
     (repo / "conf" / "data" / "colours.yaml").write_text(YAML)
     set_param(repo, "dataset", "colours")
     set_param(repo, "epochs", 8)
@@ -67,6 +71,18 @@ def test_rgb_prepared_and_every_fitting_variant_trained(project):
         assert history["epochs_run"] == 8
         assert "test_accuracy" in json.loads((repo / "metrics" / f"{variant}.json").read_text())
     assert ran_stages(result)[0] == "prepare"
+    assert meta["skipped_count"] == 1 and meta["skipped"][0]["file"].endswith("train/red/broken.png")
+
+
+def test_the_skipped_picture_is_listed_in_each_training_run(project):
+    repo, _ = project
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    run_id = json.loads((repo / "models" / "mlp_32x32-none" / "run.json").read_text())["run_id"]
+    assert client.get_run(run_id).data.tags["data.skipped"] == "1"
+    listed = json.loads(Path(client.download_artifacts(run_id, "dataset_skipped.json")).read_text())
+    assert listed == json.loads((repo / "data" / "prepared" / "dataset.json").read_text())["skipped"]
 
 
 def test_a_variant_that_cannot_take_the_images_is_skipped_with_its_reason(project):

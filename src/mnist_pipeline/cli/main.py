@@ -36,14 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
     predict = commands.add_parser(
         "predict",
-        help="classify images (PNG, JPEG or .npy)",
-        description="Print the predicted class of each image, one line per image. PNG/JPEG pictures of any "
-        "size or polarity are normalized like the model's dataset (MNIST: the digit fit to 20x20 and "
-        "centred by mass in 28x28); .npy arrays must already be in its form (for 28x28 images: "
+        help="classify images (pictures or .npy)",
+        description="Print the predicted class of each image, one line per image. Pictures in any format "
+        "Pillow reads (PNG, JPEG, BMP, GIF, WebP...), of any size and mode, are converted as the model's "
+        "dataset was (MNIST: the digit fit to 20x20 and centred by mass in 28x28; your own pictures: fit "
+        "and padded, in grayscale or RGB); .npy arrays must already be in its form (for 28x28 grayscale: "
         "(28, 28), (28, 28, 1) or a batch (n, 28, 28[, 1]); uint8 0..255 or floats in [0, 1]). Class "
-        "names, image size and preprocessing come from the model's metadata.",
+        "names, image shape and preprocessing come from the model's metadata.",
     )
-    predict.add_argument("images", nargs="+", metavar="IMAGE", type=Path, help="a PNG/JPEG picture or an .npy array")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", type=Path, help="a picture or an .npy array")
     predict.add_argument(
         "--dataset",
         default=defaults()["dataset"],
