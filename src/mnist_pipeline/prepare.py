@@ -51,6 +51,8 @@ def check_settings(cfg: DictConfig) -> None:
     if isinstance(channels, bool) or channels not in (1, 3):
         raise ConfigError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     validate.choice(cfg, "data.on_bad", ON_BAD)
+    if cfg.data.preprocess.get("method") is None:  # conf/prepare.yaml: the format's own default
+        cfg.data.preprocess.method = "digit" if fmt == "idx" else "pad"
     if validate.choice(cfg, "data.preprocess.method", METHODS) == "digit":
         validate.integer(cfg, "data.preprocess.box", minimum=1)
         validate.choice(cfg, "data.preprocess.centre", ("mass", "box"))

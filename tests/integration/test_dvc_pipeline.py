@@ -155,6 +155,8 @@ def test_a_repro_killed_mid_training_then_rerun_is_consistent(tmp_path, mnist_mi
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["prepare"]["limit"], params["train"]["epochs"] = 2000, 4
     params["variants"] = {k: params["variants"][k] for k in ("mlp_32x32-none", "shallow_cnn-none")}
+    for variant in params["variants"].values():  # a snapshot after every epoch: the kill waits for epoch 2's
+        variant["overrides"] = "trainer.snapshot_seconds=0"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     bindir = os.path.dirname(sys.executable)
     env = {**os.environ, "MNIST_MIRROR": str(mnist_mirror), "PATH": bindir + os.pathsep + os.environ["PATH"]}

@@ -106,9 +106,12 @@ def test_the_logged_model_takes_rgb_and_predict_names_the_class(project, tmp_pat
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")  # the project's store (restored after)
     info = mlflow.models.get_model_info(board["best"]["model_uri"])
     assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 16, 16, 3]
+    served = mlflow.pyfunc.load_model(board["best"]["model_uri"])  # what `mlflow models serve` calls
+    assert np.asarray(served.predict(np.zeros((2, 16, 16, 3), np.float32))).shape == (2, 3)
     picture(COLOURS["red"], (50, 40), seed=9).save(tmp_path / "red.jpg")
     picture(COLOURS["blue"], (20, 20), seed=8).save(tmp_path / "blue.png")
-    result = run_cli("predict", "--dataset", "colours", str(tmp_path / "red.jpg"), str(tmp_path / "blue.png"), cwd=repo)
+    pictures = [str(tmp_path / "red.jpg"), str(tmp_path / "blue.png")]
+    result = run_cli("predict", "--dataset", "colours", *pictures, cwd=repo, tracking_uri=mlflow.get_tracking_uri())
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"{tmp_path / 'red.jpg'}: red (p=") and lines[1].startswith(

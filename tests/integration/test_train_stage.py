@@ -58,11 +58,17 @@ TRAINED_PARAMS = {
     "trainer.steps_per_execution": "1",
     "trainer.threads.intra_op": "0",
     "trainer.threads.inter_op": "0",
+    "trainer.auto.images": "150000",  # logged, unused: this run's epochs are a number
+    "trainer.auto.max_epochs": "100",
+    "trainer.auto.min_steps_per_epoch": "30",
+    "trainer.auto.min_batch": "32",
+    "trainer.snapshot_seconds": "10",
     "trainer.early_stopping.enabled": "false",
     "trainer.early_stopping.patience": "3",
     "trainer.early_stopping.min_delta": "0.0",
     "tracking.tracking_uri": "sqlite:///mlruns/mlflow.db",  # the config's; MLFLOW_TRACKING_URI won at run time
     "tracking.experiment": "mnist",
+    "paths.datasets": "datasets",
     "paths.raw": "data/raw",
     "paths.prepared": "data/prepared",
     "paths.models": "models",
@@ -110,6 +116,7 @@ def test_run_finished_with_name_params_and_tags(trained, small_prepared):
     assert config["model"]["conv"][1] == {"filters": 64, "kernel": 3, "pool": True}
     assert config["trainer"]["epochs"] == 2 and config["data_dir"] == str(small_prepared)
     assert config["paths"] == {
+        "datasets": "datasets",
         "raw": "data/raw",
         "prepared": "data/prepared",
         "models": "models",
@@ -342,3 +349,22 @@ def test_multirun_groups_runs_under_a_parent(tmp_path, small_prepared):
     assert all(r.info.status == "FINISHED" for r in children)
     # Each job wrote its own model folder inside the sweep directory.
     assert len(list((tmp_path / "sweep").glob("*/model/model.keras"))) == 2
+
+
+def test_epochs_auto_sizes_the_budget_to_the_training_split(tmp_path, small_prepared):
+    """params.yaml's train.epochs: auto on 1,800 training images: 150,000 / 1,800 -> 84 epochs, capped here at
+    4 to stay quick; batch 1,800 / 30 = 60; learning rate 0.004 x sqrt(60 / 256). The run logs the numbers
+    it trained with, not `auto`."""
+    result = run_module(
+        "mnist_pipeline.train",
+        *train_args(tmp_path, small_prepared, "model=mlp_32x32", "trainer.auto.max_epochs=4"),
+        env=store_env(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "trainer.epochs=auto: 4 epochs at batch 60, learning rate 0.00194 (1800 training images)" in (
+        result.stdout + result.stderr
+    )
+    params = client_for(tmp_path).get_run(json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]).data.params
+    assert (params["trainer.epochs"], params["trainer.batch_size"]) == ("4", "60")
+    assert float(params["optimizer.lr"]) == pytest.approx(0.004 * (60 / 256) ** 0.5)
+    assert json.loads((tmp_path / "out" / "history.json").read_text())["epochs_run"] == 4

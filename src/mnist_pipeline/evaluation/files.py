@@ -40,4 +40,3 @@ def read_probabilities(path: Path, hint: str) -> dict[str, np.ndarray]:
         raise PipelineError(f"{path} not found: {hint}")
     with np.load(path, allow_pickle=False) as data:
         return dict(data)
-
