@@ -202,3 +202,16 @@ def test_mnist_written_as_pngs_round_trips_pixel_exact(tmp_path, mnist_mirror):
     x_pool = np.concatenate([np.rint(t[0] * 255).astype(np.uint8)[..., 0] for t in train])
     x_idx = parse_images(read_payload(mnist_mirror / "train-images-idx3-ubyte.gz"), "train")[:300]
     assert sorted(map(bytes, x_pool)) == sorted(map(bytes, x_idx))  # the same 300 images, split
+
+
+def test_a_yaml_without_format_or_method_means_what_it_did_before_formats(tmp_path):
+    """A dataset file written before formats existed (IDX files, box and centre only) is idx with MNIST's
+    digit method; a folder or CSV dataset without a method gets pad."""
+    old_style = "name: mine\nclasses: [a, b]\nimage_size: [8, 8]\npreprocess: {box: 6, centre: box}\nfiles: {}\n"
+    cfg = config(tmp_path, old_style)
+    prepare_stage.check_settings(cfg)
+    assert (cfg.data.format, cfg.data.preprocess.method) == ("idx", "digit")
+    root = pictures(tmp_path / "d", {"train/a": 2, "train/b": 2})
+    cfg = config(tmp_path, folder_yaml(root))
+    prepare_stage.check_settings(cfg)
+    assert cfg.data.preprocess.method == "pad"
