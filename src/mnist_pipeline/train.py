@@ -31,7 +31,7 @@ from mnist_pipeline.core.atomic import atomic_dir
 from mnist_pipeline.core.skipped import write_skip_record
 from mnist_pipeline.core.stage import hydra_stage
 from mnist_pipeline.data.prepared import DatasetInfo, describe, load_metadata, load_split
-from mnist_pipeline.ml import augment, budget, callbacks, export, inputs, resume, runtime
+from mnist_pipeline.ml import augment, budget, callbacks, compiled, export, inputs, resume, runtime
 from mnist_pipeline.ml.fit import ModelFitError, augment_settings, prepare_fit, with_budget
 from mnist_pipeline.tracking import artifacts, datasets, epochs, logged_models, parents, runs, store
 
@@ -253,7 +253,11 @@ def train(
             artifacts.log_file(curves)
             model = export.export_copy(model, build)
             model_uri = logged_models.log_keras_model(
-                model, x_val[:1], step=best.best_epoch or 0, metadata=dataset.as_metadata()
+                model,
+                x_val[:1],
+                step=best.best_epoch or 0,
+                metadata=dataset.as_metadata(),
+                pyfunc_loader=compiled.__file__,  # served through a traced function, not model.predict
             )
             model.save(staging / "model.keras")
             (staging / "history.json").write_text(json.dumps(record, indent=2) + "\n")

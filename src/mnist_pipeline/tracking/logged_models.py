@@ -7,6 +7,7 @@ import contextlib
 import importlib.metadata
 import io
 import os
+import shutil
 import types
 import zipfile
 from typing import Any
@@ -29,15 +30,39 @@ def signature(image_shape, num_classes: int) -> ModelSignature:
     )
 
 
-def _keras_save_model(path: str, **kwargs: Any) -> None:
-    # mlflow.keras.save_model (3.17) writes the input example before creating `path`, so any
-    # input_example raises FileNotFoundError; creating the folder first is the only change.
-    kwargs.pop("validate_serving_input", None)  # Model.log passes it; save_model does not take it
-    os.makedirs(path, exist_ok=True)
-    mlflow.keras.save_model(path=path, **kwargs)
+# The name the pyfunc loader file has inside a logged model's code/ folder (unique: MLflow puts code/ first on
+# sys.path and drops modules of the same name).
+LOADER_MODULE = "mnist_pipeline_compiled_model"
 
 
-_KERAS_FLAVOR = types.SimpleNamespace(__name__="mlflow.keras", save_model=_keras_save_model)
+def _keras_flavor(pyfunc_loader: str | None) -> types.SimpleNamespace:
+    """MLflow's Keras flavour, with `pyfunc_loader` (a Python file with `_load_pyfunc(data_path)`, see
+    ml/compiled.py) as the model's pyfunc loader instead of `mlflow.keras`, which predicts through
+    `model.predict`; the `keras` flavour and its .keras file are unchanged."""
+
+    def save_model(path: str, **kwargs: Any) -> None:
+        # mlflow.keras.save_model (3.17) writes the input example before creating `path`, so any
+        # input_example raises FileNotFoundError; creating the folder first is the only change.
+        kwargs.pop("validate_serving_input", None)  # Model.log passes it; save_model does not take it
+        os.makedirs(path, exist_ok=True)
+        mlflow.keras.save_model(path=path, **kwargs)
+        if pyfunc_loader is None:
+            return
+        model = kwargs["mlflow_model"]
+        os.makedirs(os.path.join(path, "code"))
+        shutil.copyfile(pyfunc_loader, os.path.join(path, "code", f"{LOADER_MODULE}.py"))
+        env = model.flavors[mlflow.pyfunc.FLAVOR_NAME]
+        mlflow.pyfunc.add_to_model(  # replaces the flavour's entry: same data and environments, new loader
+            model,
+            loader_module=LOADER_MODULE,
+            data="data",
+            code="code",
+            conda_env=env["env"]["conda"],
+            python_env=env["env"]["virtualenv"],
+        )
+        model.save(os.path.join(path, "MLmodel"))
+
+    return types.SimpleNamespace(__name__="mlflow.keras", save_model=save_model)
 
 
 def _pip_requirements() -> list[str]:
@@ -55,17 +80,24 @@ def _installed(dist: str) -> str | None:
 
 @guarded("logging the model")
 def log_keras_model(
-    model: Any, example: np.ndarray, step: int, metadata: dict | None = None, name: str = "model"
+    model: Any,
+    example: np.ndarray,
+    step: int,
+    metadata: dict | None = None,
+    name: str = "model",
+    pyfunc_loader: str | None = None,
 ) -> str:
     """Log the model with its signature, an input example and `metadata` (the dataset: its class names and
     predict's preprocessing, data/prepared.DatasetInfo) into the active run; returns its URI
-    (models:/<model_id>). `step` links the run's metrics at that epoch (the best one) to the logged model."""
+    (models:/<model_id>). `step` links the run's metrics at that epoch (the best one) to the logged model.
+    `pyfunc_loader`: the file MLflow's pyfunc loads the model with (train passes ml/compiled.py); without it,
+    MLflow's own Keras loader."""
     example = np.asarray(example, dtype=np.float32)
     with contextlib.redirect_stdout(io.StringIO()):  # MLflow checks the example behind a Keras progress bar
         info = Model.log(
             artifact_path=None,
             name=name,
-            flavor=_KERAS_FLAVOR,
+            flavor=_keras_flavor(pyfunc_loader),
             model=model,
             signature=signature(example.shape[1:], int(model.output_shape[-1])),
             input_example=example,
