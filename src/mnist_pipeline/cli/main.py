@@ -3,11 +3,13 @@
     mnist-pipeline predict IMAGE [IMAGE ...]      # classify pictures with the champion (--dataset, --model URI)
     mnist-pipeline registry                       # the registered versions, their tags, the alias holder
     mnist-pipeline registry rollback VERSION      # move the champion alias back to an earlier version
+    mnist-pipeline serve                          # the champion over HTTP: MLflow's protocol, pictures, a page
     mnist-pipeline server start | status | stop   # a shared MLflow tracking server on PostgreSQL
     mnist-pipeline runs stale [--clean]           # RUNNING runs whose process died; --clean ends them KILLED
 
 predict's exit codes: 0 every file was predicted, 1 some file could not be read (the others are still
-predicted), 2 usage error or the model cannot be loaded. registry, server and runs exit 1 on an error.
+predicted), 2 usage error or the model cannot be loaded; serve's: 0 after a stop, 2 if the model cannot be
+loaded. registry, server and runs exit 1 on an error.
 TensorFlow and MLflow are imported only once a command runs, so `--help` and usage errors answer at once.
 """
 
@@ -22,12 +24,19 @@ from mnist_pipeline.cli.common import defaults, run, tracking_option
 from mnist_pipeline.cli.predict import predict_command
 from mnist_pipeline.cli.registry import registry_command
 from mnist_pipeline.cli.runs import runs_command
+from mnist_pipeline.cli.serve import MAX_BODY_MIB, serve_command
 from mnist_pipeline.cli.server import server_command
 
 
 def _top(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 256:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 256, got {value!r}")
+    return int(value)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
     return int(value)
 
 
@@ -81,6 +90,45 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("--alias", default=defaults()["alias"], help="alias (default: %(default)s)")
     tracking_option(registry)
     registry.set_defaults(command=registry_command)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the champion over HTTP (MLflow's scoring protocol, pictures, a page to draw on)",
+        description="The champion (or --model URI) on MLflow's scoring app and uvicorn: POST /invocations "
+        '({"inputs": images} JSON or CSV, as `mlflow models serve` takes it), GET /ping, /health, /version; '
+        "POST /predict with a picture as the body (class names and probabilities); GET / a page to draw a "
+        "digit on. Bodies over --max-body-mib get 413 before they are parsed, malformed requests a 4xx "
+        "naming the problem; one access-log line per request on stderr. SIGTERM or Ctrl-C stops it after "
+        "the requests in flight are answered.",
+    )
+    serve.add_argument(
+        "--dataset",
+        default=defaults()["dataset"],
+        metavar="NAME",
+        help="serve this dataset's champion, models:/<NAME>-classifier@champion (default: %(default)s)",
+    )
+    serve.add_argument("--model", metavar="URI", help="an MLflow model URI instead of the dataset's champion")
+    tracking_option(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=5000, help="(default: %(default)s)")
+    serve.add_argument(
+        "--workers", type=_positive, default=1, metavar="N", help="server processes (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--max-body-mib",
+        type=float,
+        default=MAX_BODY_MIB,
+        metavar="MIB",
+        help="larger request bodies get 413 (default: %(default)g MiB, about 550 MNIST images as JSON)",
+    )
+    serve.add_argument(
+        "--graceful-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM, how long requests in flight may take before the server stops anyway (default: %(default)g)",
+    )
+    serve.set_defaults(command=serve_command)
 
     server = commands.add_parser(
         "server",

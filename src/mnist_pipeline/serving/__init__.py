@@ -1,5 +1,6 @@
-"""Serving the champion with `mlflow models serve` (see event_loop). `mnist_pipeline.serving:one_prediction_at_a_time`
-is the name the docs give uvicorn, so it is exported here."""
+"""Serving models: `mnist-pipeline serve` (app.py and its middleware) and, for `mlflow models serve` of
+models logged before their pyfunc was compiled, the one-prediction-at-a-time event loop (event_loop.py).
+`mnist_pipeline.serving:one_prediction_at_a_time` is the name the docs give uvicorn, so it is exported here."""
 
 from mnist_pipeline.serving.event_loop import ENV, one_prediction_at_a_time
 

@@ -154,3 +154,20 @@ def load_predictor(model_uri: str):
     except mlflow.exceptions.MlflowException as exc:
         raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {exc.message}") from exc
     return lambda images: np.asarray(model.predict(np.asarray(images, dtype=np.float32)))
+
+
+def download_model(model_uri: str, dst: str) -> str:
+    """A logged model's folder (MLmodel, data/, code/...) copied to `dst`; returns its local path."""
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst)
+    except mlflow.exceptions.MlflowException as exc:
+        raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {exc.message}") from exc
+    except OSError as exc:
+        raise TrackingError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {exc}") from exc
+
+
+def pyfunc_model(model_path: str, implementation: Any) -> Any:
+    """The model at `model_path` as MLflow's pyfunc, predicting through `implementation` (an object with
+    predict(data, params=None)) instead of the loader its MLmodel names: MLflow's signature checks stay, and
+    no code shipped inside the model is run."""
+    return mlflow.pyfunc.PyFuncModel(model_meta=Model.load(model_path), model_impl=implementation)
