@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gzip
 import struct
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,41 +89,61 @@ def run_dvc(repo: Path, *args: str, env: dict | None = None):
 def model_server(
     model_uri: str, tracking_uri: str, cwd: Path, extra_env: dict | None = None, timeout: float = 180
 ) -> Iterator[int]:
-    """`mlflow models serve` on a free 127.0.0.1 port, answering /ping, as docs/serving.md runs it (predictions one at
-    a time: mnist_pipeline.serving); yields the port. Stopped with its whole process group (uvicorn workers)
-    whatever happens."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
+    """`mlflow models serve` on a free 127.0.0.1 port, answering /ping, as docs/serving.md runs it; yields the
+    port. Stopped with its whole process group (uvicorn workers) whatever happens."""
     from mnist_pipeline import serving
     from mnist_pipeline.team.postgres import free_port
 
+    port = free_port()
+    # UVICORN_LOOP: predictions one at a time, what a model logged with MLflow's own Keras loader needs.
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, **serving.ENV, **(extra_env or {})}
+    with running_server(serve_command(model_uri, port), port, cwd, env, cwd / "serve.log", timeout) as server:
+        yield server.port
+
+
+@dataclass
+class Server:
+    port: int
+    process: subprocess.Popen
+    log: Path
+
+
+@contextmanager
+def pipeline_server(
+    model_uri: str, tracking_uri: str, cwd: Path, *args: str, env: dict | None = None, timeout: float = 180
+) -> Iterator[Server]:
+    """`mnist-pipeline serve --model URI` with `args` on a free 127.0.0.1 port, answering /ping; yields the
+    Server (port, process, log). Stopped with its whole process group whatever happens."""
+    from mnist_pipeline.team.postgres import free_port
+
+    port = free_port()
+    command = [
+        *(str(Path(sys.executable).parent / "mnist-pipeline"), "serve", "--model", model_uri),
+        *("--tracking-uri", tracking_uri, "--host", "127.0.0.1", "--port", str(port), *args),
+    ]
+    with running_server(command, port, cwd, env or {}, cwd / f"pipeline-serve-{port}.log", timeout) as server:
+        yield server
+
+
+@contextmanager
+def running_server(command: list[str], port: int, cwd: Path, env: dict, log: Path, timeout: float) -> Iterator[Server]:
+    """`command` started in a session of its own, waited for until GET /ping answers 200 (at most `timeout` s),
+    then stopped: SIGTERM to its process group, SIGKILL after 30 s."""
+    import os
+    import signal
+    import time
+    import urllib.request
+
     bindir = Path(sys.executable).parent
-    port, log = free_port(), cwd / "serve.log"
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        **serving.ENV,
-        **(extra_env or {}),
-        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-    }  # the CLI starts `uvicorn` from PATH
+    full_env = {**os.environ, **env, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}  # `uvicorn`
     with log.open("w") as out:
-        server = subprocess.Popen(
-            serve_command(model_uri, port),
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        process = subprocess.Popen(
+            command, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         deadline = time.monotonic() + timeout
         while True:
-            assert server.poll() is None, f"the server exited with {server.returncode}:\n{log.read_text()}"
+            assert process.poll() is None, f"the server exited with {process.returncode}:\n{log.read_text()}"
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as response:
                     if response.status == 200:
@@ -128,15 +151,17 @@ def model_server(
             except OSError:  # not listening yet (URLError, connection refused or reset)
                 pass
             assert time.monotonic() < deadline, f"no answer on /ping after {timeout:.0f} s:\n{log.read_text()}"
-            time.sleep(1)
-        yield port
+            time.sleep(0.5)
+        yield Server(port, process, log)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=30)
+            os.killpg(process.pid, signal.SIGTERM)  # the group: uvicorn's workers too
+            process.wait(timeout=30)
+        except ProcessLookupError:  # it and its group are gone already
+            pass
         except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 # ---- a project copy, DVC and git, as a user drives them -----------------------------------------------------
