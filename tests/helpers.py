@@ -87,17 +87,25 @@ def run_dvc(repo: Path, *args: str, env: dict | None = None):
 
 @contextmanager
 def model_server(
-    model_uri: str, tracking_uri: str, cwd: Path, extra_env: dict | None = None, timeout: float = 180
+    model_uri: str,
+    tracking_uri: str,
+    cwd: Path,
+    extra_env: dict | None = None,
+    timeout: float = 180,
+    one_at_a_time: bool = False,
+    args: tuple[str, ...] = (),
 ) -> Iterator[int]:
-    """`mlflow models serve` on a free 127.0.0.1 port, answering /ping, as docs/serving.md runs it; yields the
-    port. Stopped with its whole process group (uvicorn workers) whatever happens."""
+    """`mlflow models serve` (with `args`, e.g. ("-w", "2")) on a free 127.0.0.1 port, answering /ping, as
+    docs/serving.md runs it; yields the port. `one_at_a_time`: with mnist_pipeline.serving's event loop, what a
+    model logged with MLflow's own Keras loader (model.predict) needs. Stopped with its whole process group
+    (uvicorn workers) whatever happens."""
     from mnist_pipeline import serving
     from mnist_pipeline.team.postgres import free_port
 
     port = free_port()
-    # UVICORN_LOOP: predictions one at a time, what a model logged with MLflow's own Keras loader needs.
-    env = {"MLFLOW_TRACKING_URI": tracking_uri, **serving.ENV, **(extra_env or {})}
-    with running_server(serve_command(model_uri, port), port, cwd, env, cwd / "serve.log", timeout) as server:
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, **(serving.ENV if one_at_a_time else {}), **(extra_env or {})}
+    command = [*serve_command(model_uri, port), *args]
+    with running_server(command, port, cwd, env, cwd / "serve.log", timeout) as server:
         yield server.port
 
 

@@ -1,4 +1,5 @@
-"""A registered champion used as users do: `mnist-pipeline predict` on files, and `mlflow models serve`."""
+"""A registered champion used as users do: `mnist-pipeline predict` on files, and `mlflow models serve`
+(`mnist-pipeline serve`: test_pipeline_server.py)."""
 
 import json
 import re
@@ -6,15 +7,12 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_pipeline.ml import models, optimizers
-from mnist_pipeline.tracking import logged_models, registry, runs, store
 from tests.helpers import REPO, model_server, run_cli
 
 PROB = r"[01]\.\d{4}"
@@ -24,49 +22,6 @@ DOCUMENTED_PAYLOAD = (
     "import json, numpy as np; print(json.dumps({'inputs': np.load('data/prepared/test.npz')['x'][:1].tolist()}))"
 )
 LINE = re.compile(rf"(?P<name>.+): (?P<digit>\d) \(p={PROB}\)  top-3: \d {PROB}, \d {PROB}, \d {PROB}")
-
-
-@dataclass
-class Champion:
-    tracking_uri: str
-    test_npz: Path
-    picks: list[tuple[int, int]]  # (test index, label) of digits the model gets right with p > 0.99
-    first_label: int  # of test image 0, docs/serving.md's example, which the model gets right with p > 0.99
-
-
-@pytest.fixture(scope="module")
-def champion(tmp_path_factory, small_prepared):
-    """A small CNN trained in-process on the real small split, logged and registered as mnist-classifier@champion
-    in a temporary SQLite store."""
-    import keras
-    import mlflow
-
-    tmp = tmp_path_factory.mktemp("champion")
-    uri = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
-    train, test = (np.load(small_prepared / f"{split}.npz") for split in ("train", "test"))
-    keras.utils.set_random_seed(0)
-    block = {"filters": 32, "kernel": 3, "pool": True}
-    model = models.convnet("small_cnn", conv=[block, block], dense=[64], input_shape=(28, 28, 1), num_classes=10)
-    optimizers.compile_model(model, {"name": "adam", "lr": 2e-3})
-    model.fit(train["x"], train["y"], epochs=8, batch_size=32, verbose=0)  # ~95% test accuracy, ~20 s
-    probs = model.predict(test["x"], verbose=0)
-    right = probs.argmax(axis=1) == test["y"]
-    assert right.mean() > 0.9, f"the test model is too weak: {right.mean():.1%} test accuracy"
-    good = right & (probs.max(axis=1) > 0.99)
-    assert good[0], f"docs/serving.md's example, test image 0, is not classified right with p > 0.99: {probs[0]}"
-    # The first confident, correct image of three different digits.
-    picks: dict[int, int] = {}
-    for index in np.flatnonzero(good):
-        picks.setdefault(int(test["y"][index]), int(index))
-    picks = [(index, label) for label, index in list(picks.items())[:3]]
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_TRACKING_URI", uri)
-        store.setup({"tracking_uri": uri, "experiment": "predict-test"})
-        with runs.training_run("small_cnn", {"model": "small_cnn"}, {}):
-            model_uri = logged_models.log_keras_model(model, test["x"][:1], step=0)
-        registry.set_alias("mnist-classifier", "champion", registry.register(model_uri, "mnist-classifier", {}).number)
-        mlflow.set_tracking_uri(None)  # leave no global store behind for other tests in this process
-    return Champion(uri, small_prepared / "test.npz", picks, int(test["y"][0]))
 
 
 def as_photo(x: np.ndarray) -> Image.Image:
@@ -159,11 +114,6 @@ def post(port: int, body: bytes) -> tuple[int, dict | str]:
 def test_serve_champion(champion, tmp_path):
     good, label = documented_payload(champion.test_npz.parent, tmp_path), champion.first_label
     with model_server("models:/mnist-classifier@champion", champion.tracking_uri, tmp_path) as port:
-        # uvicorn took the loop of mnist_pipeline.serving: concurrent requests never predict at once.
-        assert (
-            "predictions run one at a time (mnist_pipeline.serving:one_prediction_at_a_time)"
-            in (tmp_path / "serve.log").read_text()
-        )
         status, body = post(port, good)
         assert status == 200, body
         assert set(body) == {"predictions"} and np.shape(body["predictions"]) == (1, 10)

@@ -6,11 +6,20 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import tempfile
 
 from mnist_pipeline.cli.common import defaults, fail, open_store, registered_model, reported
 
 MAX_BODY_MIB = 4.0  # about 550 MNIST images as JSON; --max-body-mib
+
+
+class _SignalledError(Exception):
+    pass
+
+
+def _stopped(signum, frame) -> None:
+    raise _SignalledError(signum)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -36,16 +45,25 @@ def serve_command(args: argparse.Namespace) -> int:
         import uvicorn
 
         print(f"serving {model_uri} at http://{args.host}:{args.port} ({args.workers} worker(s))", flush=True)
-        uvicorn.run(
-            target,
-            factory=args.workers > 1,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            access_log=False,  # serving/access_log.py writes one line per request, with sizes and latency
-            server_header=False,
-            timeout_graceful_shutdown=args.graceful_seconds,
-        )
+        # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again with the handlers it found:
+        # these, so the downloaded model is removed and the command exits 0 instead of dying by the signal.
+        previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            uvicorn.run(
+                target,
+                factory=args.workers > 1,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                access_log=False,  # serving/access_log.py writes one line per request, with sizes and latency
+                server_header=False,
+                timeout_graceful_shutdown=args.graceful_seconds,
+            )
+        except _SignalledError:
+            pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return 0
