@@ -8,6 +8,9 @@ models/<variant>/run.json), then writes metrics/<variant>.json and the files DVC
 plots/predictions/<variant>.csv (actual, predicted per test image), plots/per_class/<variant>.json,
 plots/curves/<variant>.csv (per-epoch training history) and plots/figures/<variant>/*.png, and
 probabilities/<variant>.npz (validation and test probabilities with their labels, for the report's ensemble).
+The files train exported (run.json's `exported`: ONNX, int8 LiteRT) are downloaded from the run and scored
+on the same test images: their agreement with the Keras model's classes, accuracy and accuracy drop go into
+the metrics and the run (docs/exports.md).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import io
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +31,11 @@ from mnist_pipeline.core.atomic import all_or_nothing
 from mnist_pipeline.core.model_files import load_keras
 from mnist_pipeline.core.skipped import skip_reason
 from mnist_pipeline.core.stage import hydra_stage
+from mnist_pipeline.data.dataset import file_sha256
 from mnist_pipeline.data.prepared import describe, load_split
 from mnist_pipeline.evaluation import metrics
 from mnist_pipeline.evaluation.files import read_json, save_probabilities, save_skipped_probabilities
+from mnist_pipeline.ml import converters
 from mnist_pipeline.tracking import artifacts, datasets, store
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,8 @@ def evaluate(cfg: DictConfig) -> dict:
     test_metrics = {
         f"test_{k}": summary[k] for k in ("loss", "accuracy", "macro_precision", "macro_recall", "macro_f1", "errors")
     }
+    store.setup(cfg.tracking)
+    test_metrics.update(score_exports(variant, run_info, x_test, y_test, probs))
     logged = dict(test_metrics)
     for row in summary["per_class"]:
         for key in ("precision", "recall", "f1"):
@@ -85,7 +93,6 @@ def evaluate(cfg: DictConfig) -> dict:
         "per_class": summary["per_class"],
         "confusion_matrix": summary["confusion_matrix"],
     }
-    store.setup(cfg.tracking)
     # Every output is staged first and logged to the run, then all are moved into place at once: a failure
     # or signal part-way leaves the previous outputs whole, never old and new mixed.
     with all_or_nothing() as outputs:
@@ -131,6 +138,45 @@ def evaluate(cfg: DictConfig) -> dict:
         run_info["run_id"],
     )
     return evaluation
+
+
+def score_exports(
+    variant: str, run_info: dict, x_test: np.ndarray, y_test: np.ndarray, probs: np.ndarray
+) -> dict[str, float]:
+    """Each file train exported (run.json's `exported`; none for export.formats=[] or an older run),
+    downloaded from the run, checked against the SHA-256 train recorded, and run on the test images:
+    metrics.exported_scores against the Keras model's `probs`. A converter that failed in train is reported
+    and skipped; a target missed is a warning, not a failure (docs/exports.md)."""
+    run_id, scores, start = run_info["run_id"], {}, time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, entry in run_info.get("exported", {}).items():
+            if "error" in entry:
+                log.warning(
+                    "evaluate %s: no %s file to score: its export failed in train (%s)", variant, name, entry["error"]
+                )
+                continue
+            where = f"{entry['artifact']} of run {run_id}"
+            path = artifacts.download(run_id, entry["artifact"], Path(tmp))
+            if file_sha256(path) != entry["sha256"]:
+                raise converters.ExportedModelError(
+                    f"{where}: corrupt or replaced: its SHA-256 is not the one train recorded in run.json; "
+                    f"retrain with `dvc repro --force train@{variant}`"
+                )
+            exported = converters.load(name, path, label=where).predict(x_test)
+            scores.update(metrics.exported_scores(name, y_test, probs, exported))
+            log.info(
+                "evaluate %s: %s agrees with Keras on %.2f%% of %d test images, accuracy %.4f",
+                variant,
+                entry["artifact"],
+                100 * scores[f"{name}_agreement"],
+                len(y_test),
+                scores[f"{name}_accuracy"],
+            )
+    if scores:
+        log.info("evaluate %s: exported files scored in %.1f s", variant, time.perf_counter() - start)
+    for line in metrics.missed_export_targets(scores):
+        log.warning("evaluate %s: exported model below target: %s", variant, line)
+    return scores
 
 
 def record_skip(cfg: DictConfig, variant: str, reason: str) -> dict:

@@ -17,6 +17,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -28,10 +29,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_pipeline.core import plots, signals, validate, workspace
 from mnist_pipeline.core.atomic import atomic_dir
+from mnist_pipeline.core.errors import ConfigError
 from mnist_pipeline.core.skipped import write_skip_record
 from mnist_pipeline.core.stage import hydra_stage
+from mnist_pipeline.data.dataset import file_sha256
 from mnist_pipeline.data.prepared import DatasetInfo, describe, load_metadata, load_split
-from mnist_pipeline.ml import augment, budget, callbacks, compiled, export, inputs, resume, runtime
+from mnist_pipeline.ml import augment, budget, callbacks, compiled, converters, export, inputs, resume, runtime
 from mnist_pipeline.ml.fit import ModelFitError, augment_settings, prepare_fit, with_budget
 from mnist_pipeline.tracking import artifacts, datasets, epochs, logged_models, parents, runs, store
 
@@ -74,6 +77,13 @@ def check_settings(cfg: DictConfig) -> None:
     if "dropout" in cfg.model:
         validate.number(cfg, "model.dropout", at_least=0.0, below=1.0)
     validate.choice(cfg, "model.input_norm", ("none", "l2"))
+    formats = cfg.export.formats
+    if not OmegaConf.is_list(formats) or len(set(formats)) != len(formats):
+        raise ConfigError(f"export.formats: expected a list without repeats, e.g. [onnx, int8] or [], got {formats}")
+    for name in formats:
+        if name not in converters.FORMATS:
+            raise ConfigError(f"export.formats: {name!r} is not one of {', '.join(converters.FORMATS)}")
+    validate.integer(cfg, "export.representative_images", minimum=1)
 
 
 def _git(*args: str) -> str:
@@ -259,6 +269,7 @@ def train(
                 metadata=dataset.as_metadata(),
                 pyfunc_loader=compiled.__file__,  # served through a traced function, not model.predict
             )
+            exported = log_exports(cfg, model, x_train, run.info.run_id)
             model.save(staging / "model.keras")
             (staging / "history.json").write_text(json.dumps(record, indent=2) + "\n")
             (staging / "run.json").write_text(
@@ -269,6 +280,7 @@ def train(
                         "tracking_uri": store.tracking_uri(cfg.tracking),
                         "model_uri": model_uri,
                         "variant": cfg.variant,
+                        "exported": exported,  # what evaluate scores: {format: {artifact, sha256, bytes} or {error}}
                     },
                     indent=2,
                 )
@@ -285,6 +297,37 @@ def train(
         output_dir,
     )
     return {**record, "run_id": run.info.run_id}
+
+
+EXPORTED = "exported"  # the run's artifact folder of the exported files
+
+
+def log_exports(cfg: DictConfig, model, x_train: np.ndarray, run_id: str) -> dict[str, dict]:
+    """The served model converted to each of export.formats (ml/converters.py) and logged into the run under
+    exported/; returns what run.json records for evaluate, per format: the artifact, its SHA-256 and size, or
+    the converter's error (also the run's tag export.<format>; the training stands)."""
+    images = converters.representative_images(x_train, cfg.export.representative_images)
+    record: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for result in converters.export_all(model, list(cfg.export.formats), Path(tmp), images):
+            if result.path is None:
+                record[result.name] = {"error": result.error}
+                runs.update_run(run_id, tags={f"export.{result.name}": f"failed: {result.error}"[:1000]})
+                continue
+            artifacts.log_file(result.path, EXPORTED)
+            record[result.name] = {
+                "artifact": f"{EXPORTED}/{result.path.name}",
+                "sha256": file_sha256(result.path),
+                "bytes": result.path.stat().st_size,
+            }
+            log.info(
+                "%s: exported %s (%s bytes) in %.1f s",
+                cfg.variant,
+                record[result.name]["artifact"],
+                f"{record[result.name]['bytes']:,}",
+                result.seconds,
+            )
+    return record
 
 
 def log_setup(cfg: DictConfig, model, x_train: np.ndarray, staging: Path, overrides: Sequence[str] | None) -> None:

@@ -66,6 +66,8 @@ TRAINED_PARAMS = {
     "trainer.early_stopping.enabled": "false",
     "trainer.early_stopping.patience": "3",
     "trainer.early_stopping.min_delta": "0.0",
+    "export.formats": '["onnx", "int8"]',
+    "export.representative_images": "300",
     "tracking.tracking_uri": "sqlite:///mlruns/mlflow.db",  # the config's; MLFLOW_TRACKING_URI won at run time
     "tracking.experiment": "mnist",
     "paths.datasets": "datasets",

@@ -59,3 +59,31 @@ def summarize(y_true: np.ndarray, probs: np.ndarray, names: Sequence[str] | None
         "per_class": classes,
         "confusion_matrix": confusion.tolist(),
     }
+
+
+# What an exported model should reach against the Keras model it was converted from (issue 24): the key,
+# at least (>=) or at most (<=), the limit. evaluate records the figures and warns when one misses, but does
+# not fail (docs/exports.md).
+EXPORT_TARGETS = (("onnx_agreement", ">=", 0.999), ("int8_accuracy_drop", "<=", 0.2))
+
+
+def exported_scores(name: str, y_true: np.ndarray, reference: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """An exported model's test figures against the model it came from (`reference`, its probabilities on the
+    same images): `<name>_agreement` (the fraction of images whose predicted class is the same),
+    `<name>_accuracy` and `<name>_accuracy_drop` (the reference's accuracy minus this one, in points)."""
+    predicted, expected = np.argmax(probs, axis=1), np.argmax(reference, axis=1)
+    accuracy = float(np.mean(predicted == y_true))
+    return {
+        f"{name}_agreement": float(np.mean(predicted == expected)),
+        f"{name}_accuracy": accuracy,
+        f"{name}_accuracy_drop": 100.0 * (float(np.mean(expected == y_true)) - accuracy),
+    }
+
+
+def missed_export_targets(scores: dict[str, float]) -> list[str]:
+    """`<key> <value> (target <op> <limit>)` for each EXPORT_TARGETS figure in `scores` that misses it."""
+    return [
+        f"{key} {scores[key]:.4g} (target {op} {limit})"
+        for key, op, limit in EXPORT_TARGETS
+        if key in scores and not (scores[key] >= limit if op == ">=" else scores[key] <= limit)
+    ]

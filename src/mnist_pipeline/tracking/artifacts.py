@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.tracking.store import TrackingError, guarded
@@ -46,3 +48,18 @@ def log_to_run(run_id: str, metrics: Mapping[str, float], files: list[Path], art
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         for path in files:
             client.log_artifact(run_id, str(path), artifact_path)
+
+
+def download(run_id: str, artifact_path: str, dst: Path) -> Path:
+    """One artifact of a run copied into the folder `dst` (without MLflow's progress bar); returns its path."""
+    switch = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+    before = os.environ.get(switch)
+    os.environ[switch] = "false"
+    try:
+        with guarded(f"downloading {artifact_path} of run {run_id}"):
+            return Path(MlflowClient().download_artifacts(run_id, artifact_path, str(dst)))
+    finally:
+        if before is None:
+            del os.environ[switch]
+        else:
+            os.environ[switch] = before
