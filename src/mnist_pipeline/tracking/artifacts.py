@@ -30,20 +30,25 @@ def log_text_to(run_id: str, text: str, artifact_file: str) -> None:
     MlflowClient().log_text(run_id, text, artifact_file)
 
 
+def _check_run(client: MlflowClient, run_id: str) -> None:
+    """The training's run is in the store, or a TrackingError that says what to do."""
+    try:
+        client.get_run(run_id)
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise TrackingError(
+            f"MLflow run {run_id} not found in {mlflow.get_tracking_uri()}: the store was reset or moved "
+            "since training; retrain with `dvc repro --force train@<variant>`"
+        ) from exc
+
+
 def log_to_run(run_id: str, metrics: Mapping[str, float], files: list[Path], artifact_path: str) -> None:
     """Add metrics (step 0) and files to an existing, ended run without reopening it (its status and end
     time stay those of the training)."""
     client = MlflowClient()
     with guarded(f"logging into run {run_id}"):
-        try:
-            client.get_run(run_id)
-        except mlflow.exceptions.MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            raise TrackingError(
-                f"MLflow run {run_id} not found in {mlflow.get_tracking_uri()}: the store was reset or moved "
-                "since training; retrain with `dvc repro --force train@<variant>`"
-            ) from exc
+        _check_run(client, run_id)
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         for path in files:
@@ -57,7 +62,9 @@ def download(run_id: str, artifact_path: str, dst: Path) -> Path:
     os.environ[switch] = "false"
     try:
         with guarded(f"downloading {artifact_path} of run {run_id}"):
-            return Path(MlflowClient().download_artifacts(run_id, artifact_path, str(dst)))
+            client = MlflowClient()
+            _check_run(client, run_id)
+            return Path(client.download_artifacts(run_id, artifact_path, str(dst)))
     finally:
         if before is None:
             del os.environ[switch]
