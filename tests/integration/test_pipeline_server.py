@@ -172,7 +172,7 @@ def test_bodies_over_the_limit_get_413_before_they_are_parsed(champion, tmp_path
         assert status == 200 and len(json.loads(answer)["predictions"]) == 8
         status, answer = request(server.port, small)
         assert status == 200 and len(json.loads(answer)["predictions"]) == 8
-        lines = [ACCESS.search(line) for line in server.log.read_text().splitlines()]
+    lines = [ACCESS.search(line) for line in server.log.read_text().splitlines()]  # complete once stopped
     statuses = [(m["path"], m["status"]) for m in lines if m and m["path"] == "/invocations"]
     assert statuses == [("/invocations", s) for s in ("413", "413", "413", "200", "200")]
 
@@ -228,7 +228,7 @@ def test_concurrent_requests_get_the_answers_they_get_one_at_a_time(champion, te
         alone = [request(server.port, body) for body in bodies]
         with ThreadPoolExecutor(8) as pool:
             together = list(pool.map(lambda body: request(server.port, body), bodies))
-        log = server.log.read_text()
+    log = server.log.read_text()  # once stopped: a line is written just after its response is sent
     assert all(status == 200 for status, _ in alone)
     assert [json.loads(a) for _, a in together] == [json.loads(a) for _, a in alone]
     lines = [m for m in map(ACCESS.search, log.splitlines()) if m and m["path"] == "/invocations"]
