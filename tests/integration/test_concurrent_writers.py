@@ -28,6 +28,7 @@ def start_training(tmp_path, data_dir, uri, name, *overrides):
             "mnist_pipeline.train",
             f"data_dir={data_dir}",
             "model=mlp_32x32",
+            "export.formats=[]",  # not about the exported files (test_exports.py): no time spent converting
             f"variant={name}",
             f"output_dir={tmp_path / name}",
             f"hydra.run.dir={tmp_path / 'hydra' / name}",
@@ -96,6 +97,7 @@ def test_joblib_sweep_runs_jobs_in_parallel_under_one_parent(tmp_path, small_pre
         "model=mlp_32x32,shallow_cnn",
         "augment=none,standard",
         "trainer.epochs=1",
+        "export.formats=[]",
         f"data_dir={small_prepared}",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
         env={"MLFLOW_TRACKING_URI": uri},

@@ -32,6 +32,7 @@ SETTINGS = (
     "trainer.precision=float32",
     "trainer.seed=7",
     "trainer.snapshot_seconds=0",  # a snapshot after every epoch: the kills below wait for a given one
+    "export.formats=[]",  # not about the exported files (test_exports.py): no time spent converting
 )
 EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
 

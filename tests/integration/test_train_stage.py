@@ -16,7 +16,8 @@ from mnist_pipeline.tracking import logged_models
 from tests.helpers import REPO, UNTIL_STOPPED, client_for, compose, run_module, store_env, train_args
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")
-FAST = ("model=mlp_32x32", "trainer.batch_size=64")
+NO_EXPORTS = "export.formats=[]"  # not about the exported files (test_exports.py): no time spent converting
+FAST = ("model=mlp_32x32", "trainer.batch_size=64", NO_EXPORTS)
 # Every param the `trained` run below logs, as MLflow stores it (strings: JSON for lists and booleans): the
 # resolved config of `model=shallow_cnn augment=standard trainer.epochs=2 optimizer.lr=3e-3` with the
 # defaults of conf/ (trainer.seed from params.yaml) and every path of conf/paths/default.yaml. data_dir and
@@ -338,6 +339,7 @@ def test_multirun_groups_runs_under_a_parent(tmp_path, small_prepared):
         "model=mlp_32x32,dense_2x350",
         "augment=none",
         "trainer.epochs=1",
+        NO_EXPORTS,
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         env=store_env(tmp_path),
     )
@@ -359,7 +361,7 @@ def test_epochs_auto_sizes_the_budget_to_the_training_split(tmp_path, small_prep
     it trained with, not `auto`."""
     result = run_module(
         "mnist_pipeline.train",
-        *train_args(tmp_path, small_prepared, "model=mlp_32x32", "trainer.auto.max_epochs=4"),
+        *train_args(tmp_path, small_prepared, "model=mlp_32x32", "trainer.auto.max_epochs=4", NO_EXPORTS),
         env=store_env(tmp_path),
     )
     assert result.returncode == 0, result.stderr
