@@ -423,3 +423,18 @@ def restored_seeds() -> Iterator[None]:
             tf.random.set_seed(saved.get("tf"))
             global_state.set_global_attribute("global_random_seed", saved.get("keras"))
             global_state.set_global_attribute("global_seed_generator", saved.get("generator"))
+
+
+def save_screenshot(driver, tmp_path: Path, name: str, folder: Path, settle: float) -> Path:
+    """A screenshot of the browser after `settle` seconds (transitions, last paint), in the test's tmp_path and
+    copied to `folder` (under test-artifacts/, kept after the run); its path is printed."""
+    import shutil
+    import time
+
+    time.sleep(settle)
+    path = tmp_path / name
+    assert driver.save_screenshot(str(path)), f"no screenshot {path}"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(path, folder / name)
+    print(f"screenshot: {folder / name}")
+    return path

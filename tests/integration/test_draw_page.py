@@ -9,7 +9,6 @@ root; one fast test checks the page needs nothing from another address."""
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import REPO, pipeline_server
+from tests.helpers import REPO, pipeline_server, save_screenshot
 from tests.integration import test_mlflow_ui as mlflow_ui
 from tests.integration.test_mlflow_ui import wait_for
 
@@ -197,15 +196,7 @@ def shows_prediction(driver, expected: str, what: str) -> float:
 
 
 def screenshot(driver, tmp_path: Path, name: str) -> Path:
-    import shutil
-
-    time.sleep(0.3)  # the bars' width transition
-    path = tmp_path / name
-    assert driver.save_screenshot(str(path)), f"no screenshot {path}"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(path, ARTIFACTS / name)
-    print(f"screenshot: {ARTIFACTS / name}")
-    return path
+    return save_screenshot(driver, tmp_path, name, ARTIFACTS, settle=0.3)  # the bars' width transition
 
 
 def drop(driver, picture: Path, mime: str = "image/png") -> None:

@@ -21,13 +21,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, run_module
+from tests.helpers import REPO, run_module, save_screenshot
 
 VARIANTS = ("mlp_32x32-none", "shallow_cnn-none")
 MODEL_NAME, ALIAS = "mnist-classifier", "champion"
@@ -250,13 +249,7 @@ def close_assistant(driver) -> None:
 
 
 def screenshot(driver, tmp_path: Path, name: str) -> Path:
-    time.sleep(1)  # let charts and tables finish their last paint
-    path = tmp_path / name
-    assert driver.save_screenshot(str(path)), f"no screenshot {path}"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(path, ARTIFACTS / name)
-    print(f"screenshot: {ARTIFACTS / name}")
-    return path
+    return save_screenshot(driver, tmp_path, name, ARTIFACTS, settle=1)  # charts and tables finish their last paint
 
 
 def js_number(value: float) -> str:

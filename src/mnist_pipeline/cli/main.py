@@ -40,6 +40,18 @@ def _positive(value: str) -> int:
     return int(value)
 
 
+def model_options(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--dataset (its champion), --model URI and --tracking-uri: which logged model a command uses."""
+    parser.add_argument(
+        "--dataset",
+        default=defaults()["dataset"],
+        metavar="NAME",
+        help=f"{verb} this dataset's champion, models:/<NAME>-classifier@champion (default: %(default)s)",
+    )
+    parser.add_argument("--model", metavar="URI", help="an MLflow model URI instead of the dataset's champion")
+    tracking_option(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-pipeline", description="Use the models trained by the pipeline.")
     commands = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
@@ -54,14 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "names, image shape and preprocessing come from the model's metadata.",
     )
     predict.add_argument("images", nargs="+", metavar="IMAGE", type=Path, help="a picture or an .npy array")
-    predict.add_argument(
-        "--dataset",
-        default=defaults()["dataset"],
-        metavar="NAME",
-        help="use this dataset's champion, models:/<NAME>-classifier@champion (default: %(default)s)",
-    )
-    predict.add_argument("--model", metavar="URI", help="an MLflow model URI instead of the dataset's champion")
-    tracking_option(predict)
+    model_options(predict, "use")
     predict.add_argument(
         "--top",
         type=_top,
@@ -101,14 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "naming the problem; one access-log line per request on stderr. SIGTERM or Ctrl-C stops it after "
         "the requests in flight are answered.",
     )
-    serve.add_argument(
-        "--dataset",
-        default=defaults()["dataset"],
-        metavar="NAME",
-        help="serve this dataset's champion, models:/<NAME>-classifier@champion (default: %(default)s)",
-    )
-    serve.add_argument("--model", metavar="URI", help="an MLflow model URI instead of the dataset's champion")
-    tracking_option(serve)
+    model_options(serve, "serve")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     serve.add_argument("--port", type=int, default=5000, help="(default: %(default)s)")
     serve.add_argument(
