@@ -758,10 +758,14 @@ def timed_load(
     who = resource.RUSAGE_CHILDREN if client == "wrk" else resource.RUSAGE_SELF
     mine = resource.getrusage(who)
     server, (busy, total) = group_cpu_seconds(pgid), machine_cpu_seconds()
+    sampled: list[list[int]] = []  # half-way through: which server processes hold the connections
+    sampler = threading.Timer(seconds / 2, lambda: sampled.append(connections_per_process(port, pgid)))
+    sampler.start()
     if client == "wrk":
         load = wrk_load(port, requests, connections, seconds, folder)
     else:
         load = python_load(port, requests, connections, seconds)
+    sampler.join()
     server = group_cpu_seconds(pgid) - server
     used = resource.getrusage(who)
     generator = used.ru_utime + used.ru_stime - mine.ru_utime - mine.ru_stime
@@ -777,7 +781,27 @@ def timed_load(
         "server_ms_per_request": server / n * 1000,
         "client_ms_per_request": generator / n * 1000,
     }
+    load["connections_per_process"] = sampled[0] if sampled else []
     return load
+
+
+def connections_per_process(port: int, pgid: int) -> list[int]:
+    """The established connections to `port` each process of group `pgid` holds (those holding any, most
+    first): with several workers sharing one listening socket, which worker accepted the clients."""
+    import psutil
+
+    counts: dict[int, int] = {}
+    try:
+        for conn in psutil.net_connections("tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_ESTABLISHED and conn.pid:
+                try:
+                    if os.getpgid(conn.pid) == pgid:
+                        counts[conn.pid] = counts.get(conn.pid, 0) + 1
+                except ProcessLookupError:
+                    continue
+    except psutil.AccessDenied:
+        return []
+    return sorted(counts.values(), reverse=True)
 
 
 @contextmanager
@@ -1026,6 +1050,7 @@ def summarize(load: dict | None, baseline: dict | None, rounds: int) -> None:
     load["non_2xx"] = sum(run["non_2xx"] for run in runs)
     load["errors"] = sum(run["errors"] for run in runs)
     load["cpu"] = {key: float(np.median([run["cpu"][key] for run in runs])) for key in runs[0]["cpu"]}
+    load["connections_per_process"] = [run["connections_per_process"] for run in runs]
     if load["problem"] is None and (load["non_2xx"] or load["errors"]):
         load["problem"] = f"{load['non_2xx']:,} non-2xx answers and {load['errors']:,} errors under load"
     if load["problem"] is None and not all(run["requests"] > 0 for run in runs):
@@ -1073,20 +1098,23 @@ def throughput_markdown(result: dict, command: str) -> list[str]:
         + f". Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in before)}; after: "
         f"{', '.join(f'{v:.2f}' for v in after)}: other jobs share these 2 cores, so absolute figures are "
         "noisy and the ratios within the run are the claim. CPU: cores busy on average during the timed "
-        "load, from /proc (the server's process group, the load generator, everything else on the machine).",
+        "load, from /proc (the server's process group, the load generator, everything else on the machine); "
+        "connections: the established client connections each server process held half-way through each "
+        "round's load (one figure per process holding any: a lone 8 with 2 workers means one of them accepted "
+        "all 8).",
         "",
         "| setup | load | requests/s | images/s | p50 ms | p99 ms | non-2xx + errors | x baseline (requests/s) | "
-        "server CPU ms/request | cores: server / client / others |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "server CPU ms/request | cores: server / client / others | connections per server process |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, row in result["setups"].items():
         if "error" in row:
-            lines.append(f"| {name} | - | {row['error'].strip().splitlines()[-1][:200]} | | | | | | | |")
+            lines.append(f"| {name} | - | {row['error'].strip().splitlines()[-1][:200]} | | | | | | | | |")
             continue
         for load in LOADS:
             r = row.get(load, {})
             if "requests_per_s" not in r:
-                lines.append(f"| {name} | {load} | refused: {r.get('check', {}).get('problem')} | | | | | | | |")
+                lines.append(f"| {name} | {load} | refused: {r.get('check', {}).get('problem')} | | | | | | | | |")
                 continue
             cpu = r["cpu"]
             ratio = r.get("vs_baseline", {}).get("requests_per_s")
@@ -1096,7 +1124,9 @@ def throughput_markdown(result: dict, command: str) -> list[str]:
                 f"| {name} | {load} | {num(r['requests_per_s'])}{spread} | {num(r['images_per_s'], 0)} | "
                 f"{num(r['p50_ms'])} | {num(r['p99_ms'])} | {r['non_2xx'] + r['errors']:,} | "
                 f"{'-' if ratio is None else f'{ratio:,.1f}x'} | {num(cpu['server_ms_per_request'], 2)} | "
-                f"{cpu['server_cores']:.2f} / {cpu['client_cores']:.2f} / {cpu['other_cores']:.2f} |"
+                f"{cpu['server_cores']:.2f} / {cpu['client_cores']:.2f} / {cpu['other_cores']:.2f} | "
+                + ", ".join("+".join(map(str, c)) or "?" for c in r["connections_per_process"])
+                + " |"
             )
     lines += [
         "",

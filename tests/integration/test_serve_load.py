@@ -152,6 +152,7 @@ def test_throughput_checks_answers_then_measures_each_setup_against_the_baseline
             assert 0 < r["p50_ms"] <= r["p99_ms"]
             assert set(r["cpu"]) >= {"server_cores", "client_cores", "other_cores", "server_ms_per_request"}
             assert r["cpu"]["server_ms_per_request"] > 0
+            assert [sum(held) for held in r["connections_per_process"]] == [result["clients"]] * 2, r
     assert result["setups"][baseline]["1 image"]["vs_baseline"]["requests_per_s"] == 1.0
     assert set(result["targets_met"]) == {pipeline} and set(result["targets_met"][pipeline]) == set(serve_load.LOADS)
     assert len(result["load_average_before"]) == len(result["load_average_after"]) == 3
