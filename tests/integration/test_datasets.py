@@ -102,7 +102,10 @@ def test_a_dataset_of_another_size_and_class_count_runs_through_the_pipeline(tmp
         per_class = json.loads((repo / "plots/per_class" / f"{variant}.json").read_text())
         assert [c["class"] for c in per_class] == SHAPES
         assert sum(c["support"] for c in per_class) == 600
-        assert len(json.loads((repo / "metrics" / f"{variant}.json").read_text())) == 6
+        metrics = json.loads((repo / "metrics" / f"{variant}.json").read_text())
+        exported = {f"{kind}_{m}" for kind in ("onnx", "int8") for m in ("agreement", "accuracy", "accuracy_drop")}
+        assert len(metrics) == 12 and exported <= metrics.keys(), metrics  # 6 of Keras', 6 of the exported files
+        assert metrics["onnx_agreement"] >= 0.99 and metrics["int8_agreement"] >= 0.95, metrics
 
     board = json.loads((repo / "reports/leaderboard.json").read_text())
     assert board["dataset"] == "shapes" and board["classes"] == SHAPES
